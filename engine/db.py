@@ -1,0 +1,109 @@
+"""Database engines: one async SQLAlchemy engine per process, set up per dialect.
+
+MariaDB runs in strict SQL mode with utf8mb4 (nothing silently truncated) and a statement
+time limit; SQLite enforces foreign keys; every pool pre-pings and times out instead of
+hanging. Nothing here runs a query on behalf of a request: that is `repository.py`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.pool import NullPool
+
+from engine.settings import Settings
+
+MARIADB_SQL_MODE = (
+    "STRICT_ALL_TABLES,NO_ZERO_IN_DATE,NO_ZERO_DATE,ERROR_FOR_DIVISION_BY_ZERO,"
+    "NO_ENGINE_SUBSTITUTION,NO_AUTO_VALUE_ON_ZERO"
+)
+CONNECT_TIMEOUT_SECONDS = 5
+
+
+def dialect_name(url: str | URL) -> str:
+    """`sqlite`, `mysql` (MariaDB) or `postgresql`."""
+    return make_url(url).get_backend_name()
+
+
+def normalise_url(url: str) -> URL:
+    """The URL with its async driver and, for MariaDB, utf8mb4 made explicit."""
+    parsed = make_url(url)
+    backend = parsed.get_backend_name()
+    driver = {"sqlite": "aiosqlite", "mysql": "asyncmy", "mariadb": "asyncmy", "postgresql": "asyncpg"}
+    if backend not in driver:
+        raise ValueError(f"unsupported database {backend!r}: use SQLite, MariaDB or PostgreSQL")
+    if backend == "mariadb":
+        parsed = parsed.set(drivername="mysql+asyncmy")
+        backend = "mysql"
+    parsed = parsed.set(drivername=f"{backend}+{driver[backend]}")
+    if backend == "mysql":
+        parsed = parsed.update_query_dict({"charset": "utf8mb4"})
+    return parsed
+
+
+def create_engine(settings: Settings, **overrides: Any) -> AsyncEngine:
+    """The process's engine for `settings.database_url`, configured for its dialect."""
+    url = normalise_url(settings.database_url)
+    backend = url.get_backend_name()
+    kwargs: dict[str, Any] = {"pool_pre_ping": True}
+    if backend == "sqlite":
+        kwargs["connect_args"] = {"timeout": settings.db_pool_timeout}
+        if url.database in (None, "", ":memory:"):
+            kwargs["poolclass"] = NullPool
+    else:
+        kwargs.update(
+            pool_size=settings.db_pool_size,
+            max_overflow=settings.db_pool_size,
+            pool_timeout=settings.db_pool_timeout,
+            pool_recycle=1800,
+        )
+        if backend == "mysql":
+            kwargs["connect_args"] = {"connect_timeout": CONNECT_TIMEOUT_SECONDS}
+        else:
+            kwargs["connect_args"] = {
+                "timeout": CONNECT_TIMEOUT_SECONDS,
+                "command_timeout": max(1, settings.db_statement_timeout_ms // 1000 + 5),
+                "server_settings": {
+                    "statement_timeout": str(settings.db_statement_timeout_ms),
+                    "timezone": "UTC",
+                },
+            }
+    kwargs.update(overrides)
+    engine = create_async_engine(url, **kwargs)
+    _install_session_setup(engine, backend, settings)
+    return engine
+
+
+def _install_session_setup(engine: AsyncEngine, backend: str, settings: Settings) -> None:
+    sync_engine = engine.sync_engine
+    if backend == "sqlite":
+
+        @event.listens_for(sync_engine, "connect")
+        def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+            cursor = dbapi_conn.cursor()
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA busy_timeout=5000")
+            cursor.close()
+
+    elif backend == "mysql":
+        statement_seconds = settings.db_statement_timeout_ms / 1000
+
+        @event.listens_for(sync_engine, "connect")
+        def _mariadb_session(dbapi_conn: Any, _record: Any) -> None:
+            cursor = dbapi_conn.cursor()
+            cursor.execute(f"SET SESSION sql_mode='{MARIADB_SQL_MODE}'")
+            cursor.execute("SET NAMES utf8mb4 COLLATE utf8mb4_unicode_ci")
+            cursor.execute("SET SESSION time_zone='+00:00'")
+            cursor.execute(f"SET SESSION max_statement_time={statement_seconds:.3f}")
+            cursor.close()
+
+
+async def ping(engine: AsyncEngine) -> None:
+    """Raise when the database does not answer."""
+    async with engine.connect() as conn:
+        await conn.execute(sa.text("SELECT 1"))

@@ -1,0 +1,205 @@
+"""Configuration: one frozen `Settings` value read from `AE_*` variables.
+
+`load_settings(environ)` is pure: the environment wins over a `.env` file in the working
+directory, which wins over the defaults. A bad value fails at start-up naming its key.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Literal
+
+import msgspec
+
+DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./var/aether.db"
+DEFAULT_JWT_KEY = "aether-development-key-change-me-please"  # refused in production
+DEFAULT_PAGE_SIZE = 50
+DEFAULT_MAX_PAGE_SIZE = 500
+DEFAULT_UPLOAD_MAX_BYTES = 100 * 1024 * 1024
+DEFAULT_RATE_LIMIT = "600/minute"
+MIN_JWT_KEY_BYTES = 32
+_RATE_RE = re.compile(r"^\s*(\d+)\s*/\s*(second|minute|hour)\s*$")
+_PERIODS = {"second": 1, "minute": 60, "hour": 3600}
+_TRUE = {"true", "1", "yes", "on"}
+_FALSE = {"false", "0", "no", "off", ""}
+
+Environment = Literal["development", "test", "production"]
+
+
+class SettingsError(ValueError):
+    """A configuration value that cannot be used; the message names the variable."""
+
+
+class Secret(str):
+    """A string whose repr hides its value (for keys and passwords)."""
+
+    def __repr__(self) -> str:
+        return "Secret('**********')"
+
+
+class RateLimit(msgspec.Struct, frozen=True):
+    limit: int
+    period_seconds: int
+
+
+class Settings(msgspec.Struct, frozen=True, kw_only=True):
+    env: Environment = "development"
+    database_url: str = DEFAULT_DATABASE_URL
+    redis_url: str | None = None
+    api_jwt_key: Secret | None = None
+    jwt_algorithms: tuple[str, ...] = ("HS256",)
+    jwt_issuer: str | None = None
+    jwt_audience: str | None = None
+    jwt_public_key_file: str | None = None
+    jwt_jwks_file: str | None = None
+    access_token_ttl: int = 900
+    blob_dir: str = "./var/blobs"
+    upload_max_bytes: int = DEFAULT_UPLOAD_MAX_BYTES
+    max_page_size: int = DEFAULT_MAX_PAGE_SIZE
+    rate_limit: RateLimit = RateLimit(600, 60)
+    model_modules: tuple[str, ...] = ("models",)
+    log_level: str = "INFO"
+    log_file: str | None = None
+    cors_origins: tuple[str, ...] = ()
+    legacy_routes: bool = False
+    require_if_match: bool = False
+    db_pool_size: int = 10
+    db_pool_timeout: float = 5.0
+    db_statement_timeout_ms: int = 30_000
+
+    @property
+    def jwt_key(self) -> str:
+        """The HMAC key in force (the development default outside production)."""
+        return str(self.api_jwt_key) if self.api_jwt_key else DEFAULT_JWT_KEY
+
+
+def read_dotenv(path: Path) -> dict[str, str]:
+    """The `KEY=value` lines of a `.env` file (quotes stripped, comments ignored)."""
+    values: dict[str, str] = {}
+    if not path.is_file():
+        return values
+    for raw in path.read_text(encoding="utf-8").splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#") or "=" not in line:
+            continue
+        key, _, value = line.removeprefix("export ").partition("=")
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]
+        values[key.strip()] = value
+    return values
+
+
+def parse_bool(key: str, value: str) -> bool:
+    lowered = value.strip().lower()
+    if lowered in _TRUE:
+        return True
+    if lowered in _FALSE:
+        return False
+    raise SettingsError(f"{key} must be true or false, not {value!r}")
+
+
+def parse_rate_limit(key: str, value: str) -> RateLimit:
+    match = _RATE_RE.match(value)
+    if not match or int(match.group(1)) < 1:
+        raise SettingsError(f"{key} must read N/second, N/minute or N/hour, not {value!r}")
+    return RateLimit(int(match.group(1)), _PERIODS[match.group(2)])
+
+
+def _int(key: str, value: str, minimum: int = 0) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise SettingsError(f"{key} must be an integer, not {value!r}") from None
+    if number < minimum:
+        raise SettingsError(f"{key} must be at least {minimum}")
+    return number
+
+
+def _list(value: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in value.split(",") if part.strip())
+
+
+def load_settings(
+    environ: Mapping[str, str] | None = None, *, dotenv: Path | None = Path(".env")
+) -> Settings:
+    """Settings from `environ` (default `os.environ`) over a `.env` file over defaults."""
+    values: dict[str, str] = {}
+    if dotenv is not None:
+        values.update(read_dotenv(dotenv))
+    values.update(os.environ if environ is None else environ)
+    get = values.get
+    kwargs: dict[str, object] = {}
+    env = get("AE_ENV", "development").strip() or "development"
+    if env not in ("development", "test", "production"):
+        raise SettingsError(f"AE_ENV must be development, test or production, not {env!r}")
+    kwargs["env"] = env
+    for key, name in (
+        ("AE_DATABASE_URL", "database_url"),
+        ("AE_BLOB_DIR", "blob_dir"),
+    ):
+        if get(key):
+            kwargs[name] = get(key)
+    for key, name in (
+        ("AE_REDIS_URL", "redis_url"),
+        ("AE_JWT_ISSUER", "jwt_issuer"),
+        ("AE_JWT_AUDIENCE", "jwt_audience"),
+        ("AE_JWT_PUBLIC_KEY_FILE", "jwt_public_key_file"),
+        ("AE_JWT_JWKS_FILE", "jwt_jwks_file"),
+        ("AE_LOG_FILE", "log_file"),
+    ):
+        kwargs[name] = get(key) or None
+    if get("AE_API_JWT_KEY"):
+        kwargs["api_jwt_key"] = Secret(get("AE_API_JWT_KEY", ""))
+    if get("AE_JWT_ALGORITHMS"):
+        kwargs["jwt_algorithms"] = _list(get("AE_JWT_ALGORITHMS", ""))
+    for key, name, minimum in (
+        ("AE_ACCESS_TOKEN_TTL", "access_token_ttl", 1),
+        ("AE_UPLOAD_MAX_BYTES", "upload_max_bytes", 1),
+        ("AE_MAX_PAGE_SIZE", "max_page_size", 1),
+        ("AE_DB_POOL_SIZE", "db_pool_size", 1),
+        ("AE_DB_STATEMENT_TIMEOUT_MS", "db_statement_timeout_ms", 0),
+    ):
+        if get(key):
+            kwargs[name] = _int(key, get(key, ""), minimum)
+    if get("AE_DB_POOL_TIMEOUT"):
+        try:
+            kwargs["db_pool_timeout"] = float(get("AE_DB_POOL_TIMEOUT", ""))
+        except ValueError:
+            raise SettingsError("AE_DB_POOL_TIMEOUT must be a number of seconds") from None
+    if get("AE_RATE_LIMIT"):
+        kwargs["rate_limit"] = parse_rate_limit("AE_RATE_LIMIT", get("AE_RATE_LIMIT", ""))
+    if get("AE_MODEL_MODULES"):
+        kwargs["model_modules"] = _list(get("AE_MODEL_MODULES", ""))
+    if get("AE_LOG_LEVEL"):
+        level = get("AE_LOG_LEVEL", "").strip().upper()
+        if level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+            raise SettingsError(f"AE_LOG_LEVEL must be a standard level name, not {level!r}")
+        kwargs["log_level"] = level
+    if get("AE_CORS_ORIGINS"):
+        kwargs["cors_origins"] = _list(get("AE_CORS_ORIGINS", ""))
+    for key, name in (
+        ("AE_LEGACY_ROUTES", "legacy_routes"),
+        ("AE_REQUIRE_IF_MATCH", "require_if_match"),
+    ):
+        if get(key):
+            kwargs[name] = parse_bool(key, get(key, ""))
+    settings = Settings(**kwargs)  # type: ignore[arg-type]  # keys checked above
+    check_production(settings)
+    return settings
+
+
+def check_production(settings: Settings) -> None:
+    """Production refuses a missing, short or default JWT key."""
+    if settings.env != "production":
+        return
+    key = settings.api_jwt_key
+    if not key:
+        raise SettingsError("AE_API_JWT_KEY is required when AE_ENV=production")
+    if key == DEFAULT_JWT_KEY:
+        raise SettingsError("AE_API_JWT_KEY is the development default; set a secret of your own")
+    if len(key.encode()) < MIN_JWT_KEY_BYTES and "HS256" in settings.jwt_algorithms:
+        raise SettingsError(f"AE_API_JWT_KEY must be at least {MIN_JWT_KEY_BYTES} bytes")

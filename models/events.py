@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     Boolean,
-    Float,
+    Double,
     ForeignKey,
     Index,
     Integer,
@@ -168,10 +168,10 @@ class EventBadgeTemplate(PublicIdMixin, TenantMixin, TimestampMixin, Base):
     event_id: Mapped[int] = _event_fk()
     name: Mapped[str] = mapped_column(String(100), nullable=False, info={"sortable": True})
     width_mm: Mapped[float] = mapped_column(
-        Float, nullable=False, info={"minimum": 10, "maximum": 500}
+        Double, nullable=False, info={"minimum": 10, "maximum": 500}
     )
     height_mm: Mapped[float] = mapped_column(
-        Float, nullable=False, info={"minimum": 10, "maximum": 500}
+        Double, nullable=False, info={"minimum": 10, "maximum": 500}
     )
     is_default: Mapped[bool] = mapped_column(
         Boolean, nullable=False, default=False, info={"default": False}

@@ -164,6 +164,15 @@ class Registry(msgspec.Struct, frozen=True, kw_only=True):
     def __len__(self) -> int:
         return len(self.types)
 
+    def referrers(self, name: str) -> list[tuple[ObjectType, Relation]]:
+        """Every (type, relation) whose foreign key points at `name` (parents and references)."""
+        found: list[tuple[ObjectType, Relation]] = []
+        for obj in self.types.values():
+            for rel in (obj.parent, *obj.references):
+                if rel is not None and rel.target == name:
+                    found.append((obj, rel))
+        return found
+
     def ancestors(self, name: str) -> list[ObjectType]:
         """The parent chain of `name`, nearest first."""
         chain: list[ObjectType] = []

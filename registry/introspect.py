@@ -158,9 +158,15 @@ class _Introspector:
             info = self._field(table, col, opts)
             fields.append(info)
             if info.kind == "reference" and info.references:
+                (fk,) = col.foreign_keys
+                on_delete = (fk.ondelete or "RESTRICT").upper()
                 if col is parent_col:
                     parent = Relation(
-                        name=info.references, kind="parent", target=info.references, field=col.name
+                        name=info.references,
+                        kind="parent",
+                        target=info.references,
+                        field=col.name,
+                        on_delete=on_delete,
                     )
                 else:
                     references.append(
@@ -169,6 +175,7 @@ class _Introspector:
                             kind="reference",
                             target=info.references,
                             field=col.name,
+                            on_delete=on_delete,
                         )
                     )
         fields.sort(key=lambda f: f.name != "id")
@@ -182,8 +189,8 @@ class _Introspector:
             if key.lstrip("-") not in names:
                 raise self._fail(table, f"default sort on unknown field {key!r}")
         return ObjectType(
-            name=table.name,
-            table=table.name,
+            name=str(table.name),
+            table=str(table.name),
             title=opts.title or table.name.replace("_", " ").capitalize(),
             description=opts.description,
             tenant_owned=opts.tenant_owned,
@@ -211,9 +218,9 @@ class _Introspector:
             (fk,) = col.foreign_keys
             if fk.column.table is table:
                 yield Relation(
-                    name=child_name,
+                    name=str(child_name),
                     kind="child",
-                    target=child_name,
+                    target=str(child_name),
                     field=col.name,
                     on_delete=(fk.ondelete or "RESTRICT").upper(),
                 )
@@ -248,8 +255,8 @@ class _Introspector:
             max_length = col.type.length
         enum = info.get("enum")
         return FieldInfo(
-            name=info.get("public_name", col.name),
-            column=col.name,
+            name=str(info.get("public_name", col.name)),
+            column=str(col.name),
             kind=kind,
             nullable=col.nullable if not info.get("write_only") else True,
             required=required,
@@ -282,7 +289,7 @@ class _Introspector:
             target = fk.column.table
             if fk.column.name != "id" or target.name not in self.options:
                 raise self._fail(table, f"foreign key {col.name!r} must reference a served type's id")
-            return "reference", {"references": target.name}
+            return "reference", {"references": str(target.name)}
         if col.info.get("enum"):
             return "enum", {}
         t = col.type

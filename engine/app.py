@@ -1,0 +1,91 @@
+"""`create_app(settings, actions=...)`: the one place routes, middleware and handlers are wired."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Sequence
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
+from starlette.routing import BaseRoute, Route
+
+from engine.actions.base import Action, action_routes
+from engine.crud import crud_endpoint
+from engine.errors import AetherError
+from engine.health import healthz, readyz
+from engine.logging import RequestLogMiddleware
+from engine.problems import handle_aether_error, handle_http_exception
+from engine.runtime import Runtime, build_runtime
+from engine.settings import Settings
+
+logger = logging.getLogger(__name__)
+CRUD_METHODS = ["GET", "HEAD", "POST", "PATCH", "DELETE", "PUT", "OPTIONS"]
+
+
+def default_actions() -> list[Action]:
+    from engine.actions import DEFAULT_ACTIONS
+
+    return list(DEFAULT_ACTIONS)
+
+
+def create_app(
+    settings: Settings,
+    *,
+    actions: Sequence[Action] | None = None,
+    runtime: Runtime | None = None,
+) -> Starlette:
+    """The ASGI app for `settings`. The registry is built here, so bad models fail now."""
+    rt = runtime or build_runtime(settings)
+    chosen = default_actions() if actions is None else list(actions)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            await rt.close()
+
+    routes: list[BaseRoute] = [
+        Route("/healthz", healthz, methods=["GET", "HEAD"]),
+        Route("/readyz", readyz, methods=["GET", "HEAD"]),
+        *extra_routes(rt, chosen),
+        *action_routes(chosen),
+        Route("/v3/crud/{path:path}", crud_endpoint, methods=CRUD_METHODS),
+    ]
+    middleware = [Middleware(RequestLogMiddleware)]
+    if settings.cors_origins:
+        middleware.append(
+            Middleware(
+                CORSMiddleware,
+                allow_origins=list(settings.cors_origins),
+                allow_methods=["GET", "POST", "PATCH", "DELETE"],
+                allow_headers=["Authorization", "X-API-Key", "Content-Type", "If-Match",
+                               "If-None-Match", "Idempotency-Key", "X-Request-ID"],
+                expose_headers=["ETag", "Location", "X-Request-ID", "Retry-After"],
+            )
+        )
+    app = Starlette(
+        routes=routes,
+        middleware=middleware,
+        exception_handlers={
+            AetherError: handle_aether_error,
+            HTTPException: handle_http_exception,
+        },
+        lifespan=lifespan,
+    )
+    app.state.runtime = rt
+    return app
+
+
+def extra_routes(rt: Runtime, actions: Sequence[Action]) -> list[BaseRoute]:
+    """Discovery and auth routes (OpenAPI, docs, login)."""
+    from engine.auth.login import login_endpoint
+    from engine.schemas import openapi_routes
+
+    return [
+        *openapi_routes(rt, actions),
+        Route("/v3/auth/login", login_endpoint, methods=["POST"]),
+    ]

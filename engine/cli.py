@@ -1,0 +1,318 @@
+"""The `aether` command (SPEC 10).
+
+`serve` writes JSON log lines to stdout; every other command writes only its result to
+stdout (logs go to stderr), and `--json` prints exactly one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import logging
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import msgspec
+
+from engine.settings import Settings, SettingsError, load_settings
+
+ROLES = ("viewer", "editor", "admin", "owner")
+
+
+class CommandError(Exception):
+    """A command that cannot do what was asked; printed to stderr, exit status 1."""
+
+
+def _print_json(value: Any) -> None:
+    sys.stdout.write(msgspec.json.encode(value).decode() + "\n")
+
+
+def _settings() -> Settings:
+    return load_settings()
+
+
+def _log_to_stderr(settings: Settings) -> None:
+    from engine.logging import configure_logging
+
+    configure_logging(settings, stream=sys.stderr)
+
+
+def cmd_serve(args: argparse.Namespace) -> None:
+    import uvicorn
+
+    settings = _settings()
+    from engine.logging import configure_logging
+
+    configure_logging(settings)
+    from engine.runtime import build_registry
+
+    build_registry(settings)  # refuse unsafe models before binding the port
+    uvicorn.run(
+        "engine.asgi:create",
+        factory=True,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        log_config=None,
+        access_log=False,
+        proxy_headers=False,
+        server_header=False,
+    )
+
+
+def cmd_migrate(args: argparse.Namespace) -> None:
+    from engine.migrate import upgrade
+
+    settings = _settings()
+    _log_to_stderr(settings)
+    asyncio.run(upgrade(settings, args.revision))
+    sys.stdout.write(f"database at {args.revision}\n")
+
+
+def cmd_makemigrations(args: argparse.Namespace) -> None:
+    from engine.migrate import make_migration
+
+    settings = _settings()
+    _log_to_stderr(settings)
+    path = make_migration(settings, args.message)
+    sys.stdout.write(f"{path}\n")
+
+
+async def _create_account(settings: Settings, args: argparse.Namespace) -> dict[str, str]:
+    from engine.db import create_engine
+    from engine.provisioning import find_account, insert_account
+    from engine.runtime import build_registry
+
+    _, tables = build_registry(settings)
+    engine = create_engine(settings)
+    try:
+        async with engine.begin() as conn:
+            if await find_account(conn, tables, args.slug) is not None:
+                raise CommandError(f"an account with the slug {args.slug!r} exists")
+            made = await insert_account(
+                conn,
+                tables,
+                name=args.name,
+                slug=args.slug,
+                owner_email=args.owner_email,
+                owner_password=args.owner_password,
+            )
+    finally:
+        await engine.dispose()
+    return {"account_id": made.account_id, "user_id": made.user_id, "api_key": made.api_key}
+
+
+def _check_account_args(args: argparse.Namespace) -> None:
+    import re
+
+    from models.accounts import SLUG_PATTERN
+
+    if not re.fullmatch(SLUG_PATTERN, args.slug):
+        raise CommandError(f"--slug must match {SLUG_PATTERN}")
+    if not args.name or len(args.name) > 200:
+        raise CommandError("--name must be 1 to 200 characters")
+    if "@" not in args.owner_email or len(args.owner_email) > 320:
+        raise CommandError("--owner-email must be an email address")
+    if args.owner_password is not None and len(args.owner_password) < 12:
+        raise CommandError("--owner-password must be at least 12 characters")
+
+
+def cmd_create_account(args: argparse.Namespace) -> None:
+    settings = _settings()
+    _log_to_stderr(settings)
+    _check_account_args(args)
+    made = asyncio.run(_create_account(settings, args))
+    if args.json:
+        _print_json(made)
+    else:
+        sys.stdout.write(
+            f"account {made['account_id']} (owner {made['user_id']})\napi key: {made['api_key']}\n"
+        )
+
+
+async def _create_api_key(settings: Settings, args: argparse.Namespace) -> dict[str, str]:
+    from engine.db import create_engine
+    from engine.provisioning import find_account, insert_api_key
+    from engine.runtime import build_registry
+
+    _, tables = build_registry(settings)
+    engine = create_engine(settings)
+    try:
+        async with engine.begin() as conn:
+            account_id: int | None = None
+            role = "system"
+            if not args.system:
+                found = await find_account(conn, tables, args.account)
+                if found is None:
+                    raise CommandError(f"no account with the slug {args.account!r}")
+                account_id, role = found[0], args.role
+            made = await insert_api_key(
+                conn, tables, account_id=account_id, name=args.name, role=role
+            )
+    finally:
+        await engine.dispose()
+    return {"id": made.id, "api_key": made.key}
+
+
+def cmd_create_api_key(args: argparse.Namespace) -> None:
+    if not args.system and (not args.account or not args.role):
+        raise CommandError("--account and --role are required (or --system)")
+    if not args.name or len(args.name) > 100:
+        raise CommandError("--name must be 1 to 100 characters")
+    settings = _settings()
+    _log_to_stderr(settings)
+    made = asyncio.run(_create_api_key(settings, args))
+    if args.json:
+        _print_json(made)
+    else:
+        sys.stdout.write(f"{made['api_key']}\n")
+
+
+async def _token(settings: Settings, args: argparse.Namespace) -> str:
+    from engine.auth.jwt import JwtVerifier
+    from engine.db import create_engine
+    from engine.provisioning import find_account
+    from engine.runtime import build_registry
+
+    _, tables = build_registry(settings)
+    engine = create_engine(settings)
+    try:
+        async with engine.connect() as conn:
+            found = await find_account(conn, tables, args.account)
+    finally:
+        await engine.dispose()
+    if found is None:
+        raise CommandError(f"no account with the slug {args.account!r}")
+    ttl = args.ttl or settings.access_token_ttl
+    return JwtVerifier.from_settings(settings).issue(
+        sub=f"cli-{dt.datetime.now(dt.UTC):%Y%m%d%H%M%S}", acct=found[1], role=args.role, ttl_seconds=ttl
+    )
+
+
+def cmd_token(args: argparse.Namespace) -> None:
+    settings = _settings()
+    _log_to_stderr(settings)
+    sys.stdout.write(asyncio.run(_token(settings, args)) + "\n")
+
+
+def cmd_openapi(args: argparse.Namespace) -> None:
+    from engine.app import default_actions
+    from engine.runtime import build_runtime
+    from engine.schemas import openapi_document
+
+    settings = _settings()
+    _log_to_stderr(settings)
+    rt = build_runtime(settings)
+    _print_json(openapi_document(rt, default_actions()))
+    asyncio.run(rt.close())
+
+
+def cmd_routes(args: argparse.Namespace) -> None:
+    from engine.app import default_actions
+    from engine.runtime import build_runtime
+    from engine.schemas import openapi_document
+
+    settings = _settings()
+    _log_to_stderr(settings)
+    rt = build_runtime(settings)
+    doc = openapi_document(rt, default_actions())
+    asyncio.run(rt.close())
+    for path, item in doc["paths"].items():
+        methods = [m.upper() for m in item if m in ("get", "post", "patch", "delete", "put")]
+        sys.stdout.write(f"{','.join(methods):<24} {path}\n")
+
+
+def cmd_gc_blobs(args: argparse.Namespace) -> None:
+    from engine.gc import gc_blobs
+
+    settings = _settings()
+    _log_to_stderr(settings)
+    report = asyncio.run(gc_blobs(settings, dry_run=args.dry_run, grace_seconds=args.grace))
+    verb = "would remove" if args.dry_run else "removed"
+    for sha in report.removed_blobs:
+        sys.stdout.write(f"{verb} blob {sha}\n")
+    for name in report.removed_temp_files:
+        sys.stdout.write(f"{verb} temporary file {name}\n")
+    sys.stdout.write(
+        f"{verb} {len(report.removed_blobs)} blob(s) and "
+        f"{len(report.removed_temp_files)} temporary file(s)\n"
+    )
+
+
+def cmd_demo(args: argparse.Namespace) -> None:
+    from engine.demo import load_demo
+
+    settings = _settings()
+    _log_to_stderr(settings)
+    key, created = asyncio.run(load_demo(settings))
+    if args.json:
+        _print_json({"api_key": key, "created": created})
+    else:
+        sys.stdout.write(f"{key}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="aether", description="Aether CRUD engine")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("serve", help="serve the API")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--workers", type=int, default=1)
+    p.set_defaults(func=cmd_serve)
+    p = sub.add_parser("migrate", help="bring the database to the latest migration")
+    p.add_argument("revision", nargs="?", default="head")
+    p.set_defaults(func=cmd_migrate)
+    p = sub.add_parser("makemigrations", help="autogenerate a migration from the models")
+    p.add_argument("-m", "--message", required=True)
+    p.set_defaults(func=cmd_makemigrations)
+    p = sub.add_parser("create-account", help="make an account, its owner and an owner key")
+    p.add_argument("--name", required=True)
+    p.add_argument("--slug", required=True)
+    p.add_argument("--owner-email", required=True)
+    p.add_argument("--owner-password")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_create_account)
+    p = sub.add_parser("create-api-key", help="make an API key")
+    p.add_argument("--account")
+    p.add_argument("--name", required=True)
+    p.add_argument("--role", choices=ROLES)
+    p.add_argument("--system", action="store_true")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_create_api_key)
+    p = sub.add_parser("token", help="print a signed JWT (development and tests)")
+    p.add_argument("--account", required=True)
+    p.add_argument("--role", required=True, choices=ROLES)
+    p.add_argument("--ttl", type=int)
+    p.set_defaults(func=cmd_token)
+    sub.add_parser("openapi", help="print the OpenAPI document").set_defaults(func=cmd_openapi)
+    sub.add_parser("routes", help="list the generated routes").set_defaults(func=cmd_routes)
+    p = sub.add_parser("gc-blobs", help="remove blobs no file row references")
+    p.add_argument("--dry-run", action="store_true")
+    p.add_argument(
+        "--grace", type=float, default=3600.0, help="keep blobs younger than this (seconds)"
+    )
+    p.set_defaults(func=cmd_gc_blobs)
+    p = sub.add_parser("demo", help="load the demo account once and print its key")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except (CommandError, SettingsError) as exc:
+        sys.stderr.write(f"aether: {exc}\n")
+        return 1
+    except Exception as exc:  # a failed command says why in one line, details in the log
+        logging.getLogger("aether.cli").error("command failed", exc_info=exc)
+        sys.stderr.write(f"aether: {type(exc).__name__}: {exc}\n")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,465 @@
+"""Generic CRUD handlers for every object type, flat and nested (SPEC 5).
+
+Each handler is parse → authorise → resolve → execute: the path is checked against the
+registry, the role against the type's permissions (before any body is read), the ancestors
+and references are resolved to internal keys inside the caller's account, and one
+transaction does the work. Every statement carries the account predicate.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping
+from typing import Any
+
+import msgspec
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+from starlette.requests import Request
+from starlette.responses import Response
+
+from engine.authenticate import authenticate
+from engine.errors import (
+    BadRequestError,
+    ConflictError,
+    ForbiddenError,
+    MethodNotAllowedError,
+    NotFoundError,
+    PayloadTooLargeError,
+    PreconditionFailedError,
+    PreconditionRequiredError,
+    ServiceUnavailableError,
+    ValidationError,
+)
+from engine.listing import run_list, run_search
+from engine.paths import CrudPath, parse_crud_path
+from engine.plans import PK_LABEL, VERSION_LABEL, ReadPlan
+from engine.principal import Principal
+from engine.repository import IdCollisionError, fetch_one, transaction, translate_errors
+from engine.responses import etag_for, json_response, matches_etag, not_modified, public_row
+from engine.runtime import Runtime, get_runtime
+from engine.schemas import schema_index_response, type_schema_response
+from models.base import new_public_id, utcnow
+from registry.descriptors import ObjectType
+from registry.types import BodyError, WriteErrors
+
+MAX_JSON_BODY = 1024 * 1024
+ID_ATTEMPTS = 3
+
+
+async def crud_endpoint(request: Request) -> Response:
+    """The single entry point for `/v3/crud/{path}`."""
+    rt = get_runtime(request)
+    path = parse_crud_path(request.path_params["path"], rt.registry)
+    principal = await authenticate(request)
+    method = request.method
+    if path.target == "index":
+        _allow(method, ("GET",))
+        return schema_index_response(request, rt)
+    obj = path.obj
+    assert obj is not None
+    if path.target == "schema":
+        _allow(method, ("GET",))
+        _require_role(principal, obj.permissions.read_role, obj)
+        return type_schema_response(request, rt, obj)
+    if path.target == "search":
+        _allow(method, ("POST",))
+        _require_role(principal, obj.permissions.read_role, obj)
+        body = await read_body(request)
+        return await run_search(request, rt, principal, path, body)
+    allowed = _allowed_methods(obj, path)
+    _allow(method, allowed)
+    if method in ("GET", "HEAD"):
+        _require_role(principal, obj.permissions.read_role, obj)
+        if path.target == "collection":
+            return await run_list(request, rt, principal, path)
+        return await read_item(request, rt, principal, path)
+    _require_role(principal, obj.permissions.write_role, obj)
+    if method == "POST":
+        return await create_item(request, rt, principal, path)
+    if method == "PATCH":
+        return await update_item(request, rt, principal, path)
+    return await delete_item(request, rt, principal, path)
+
+
+def _allowed_methods(obj: ObjectType, path: CrudPath) -> tuple[str, ...]:
+    perms = obj.permissions
+    if path.target == "collection":
+        return ("GET", "HEAD", *(("POST",) if perms.create else ()))
+    return (
+        "GET",
+        "HEAD",
+        *(("PATCH",) if perms.update else ()),
+        *(("DELETE",) if perms.delete else ()),
+    )
+
+
+def _allow(method: str, allowed: tuple[str, ...]) -> None:
+    if method not in allowed:
+        raise MethodNotAllowedError(allowed, f"{method} is not offered here")
+
+
+def _require_role(principal: Principal, role: str, obj: ObjectType) -> None:
+    if not principal.has_role(role):
+        raise ForbiddenError(f"The role {principal.role!r} cannot do this on {obj.name!r}")
+
+
+async def read_body(request: Request) -> bytes:
+    """The request body, refused past 1 MiB without reading the rest."""
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > MAX_JSON_BODY:
+        raise PayloadTooLargeError("JSON bodies are limited to 1 MiB")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_JSON_BODY:
+            raise PayloadTooLargeError("JSON bodies are limited to 1 MiB")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+# -- scoping and resolution -----------------------------------------------------------
+
+
+async def scope_account(
+    conn: AsyncConnection, rt: Runtime, principal: Principal, path: CrudPath
+) -> int | None:
+    """The internal account id every statement of this request is scoped to.
+
+    A tenant is scoped to its own account. A system key acts inside the account named at
+    the root of the path (`/v3/crud/account/{id}/...`), or across accounts when it lists
+    accounts themselves.
+    """
+    if not principal.is_system:
+        return principal.account_id
+    if path.ancestors and path.ancestors[0].obj.name == "account":
+        account = rt.tables["account"]
+        found = (
+            await conn.execute(
+                sa.select(account.c.id).where(account.c.id_random == path.ancestors[0].public_id)
+            )
+        ).scalar()
+        if found is None:
+            raise NotFoundError("No account with that id")
+        return int(found)
+    if path.obj is not None and path.obj.name == "account":
+        return None
+    raise ForbiddenError("A system key acts in an account through /v3/crud/account/{id}/...")
+
+
+async def resolve_parent(
+    conn: AsyncConnection, rt: Runtime, path: CrudPath, account_id: int | None
+) -> int | None:
+    """The internal key of the nearest ancestor in the path, checking the whole chain."""
+    if not path.ancestors:
+        return None
+    aliases = [rt.tables[s.obj.table].alias(f"anc{i}") for i, s in enumerate(path.ancestors)]
+    conditions: list[sa.ColumnElement[bool]] = []
+    for i, (step, alias) in enumerate(zip(path.ancestors, aliases, strict=True)):
+        conditions.append(alias.c.id_random == step.public_id)
+        if account_id is not None:
+            column = alias.c.id if step.obj.name == "account" else alias.c.account_id
+            conditions.append(column == account_id)
+        if i > 0:
+            assert step.obj.parent is not None
+            conditions.append(alias.c[step.obj.parent.field] == aliases[i - 1].c.id)
+    found = (await conn.execute(sa.select(aliases[-1].c.id).where(*conditions))).scalar()
+    if found is None:
+        last = path.ancestors[-1]
+        raise NotFoundError(f"No {last.obj.name} with that id")
+    return int(found)
+
+
+def parent_condition(plan: ReadPlan, parent_id: int | None) -> sa.ColumnElement[bool]:
+    parent = plan.obj.parent
+    if parent_id is None or parent is None:
+        return sa.true()
+    return plan.table.c[parent.field] == parent_id
+
+
+async def resolve_references(
+    conn: AsyncConnection,
+    rt: Runtime,
+    obj: ObjectType,
+    values: Mapping[str, Any],
+    account_id: int | None,
+    known: Mapping[str, int],
+) -> dict[str, int | None]:
+    """Internal keys for the reference fields in `values` (public ids), in the account."""
+    resolved: dict[str, int | None] = {}
+    missing: list[dict[str, str]] = []
+    for field in obj.fields:
+        if field.kind != "reference" or field.name not in values or field.read_only:
+            continue
+        public = values[field.name]
+        if public is None:
+            resolved[field.column] = None
+            continue
+        if field.name in known:
+            resolved[field.column] = known[field.name]
+            continue
+        target = rt.registry[field.references or ""]
+        table = rt.tables[target.table]
+        stmt = sa.select(table.c.id).where(table.c.id_random == public)
+        if account_id is not None:
+            scope = table.c.id if target.name == "account" else table.c.account_id
+            stmt = stmt.where(scope == account_id)
+        found = (await conn.execute(stmt)).scalar()
+        if found is None:
+            missing.append({"path": field.name, "message": f"no {target.name} with this id"})
+        else:
+            resolved[field.column] = int(found)
+    if missing:
+        raise ValidationError(missing)
+    return resolved
+
+
+# -- item reads -------------------------------------------------------------------------
+
+
+async def fetch_item(
+    conn: AsyncConnection,
+    plan: ReadPlan,
+    public_id: str,
+    account_id: int | None,
+    parent_id: int | None,
+    *,
+    fields: list[str] | None = None,
+) -> Mapping[str, Any]:
+    stmt = plan.scoped(plan.select(fields), account_id).where(
+        plan.table.c.id_random == public_id, parent_condition(plan, parent_id)
+    )
+    row = await fetch_one(conn, stmt)
+    if row is None:
+        raise NotFoundError(f"No {plan.obj.name} with that id")
+    return row
+
+
+async def read_item(
+    request: Request, rt: Runtime, principal: Principal, path: CrudPath
+) -> Response:
+    obj = path.obj
+    assert obj is not None and path.public_id is not None
+    plan = rt.plans[obj.name]
+    fields = _fields_param(request, plan)
+    async with transaction(rt.engine, obj) as conn:
+        account_id = await scope_account(conn, rt, principal, path)
+        parent_id = await resolve_parent(conn, rt, path, account_id)
+        row = await fetch_item(conn, plan, path.public_id, account_id, parent_id, fields=fields)
+    etag = etag_for(row[VERSION_LABEL])
+    if matches_etag(request.headers.get("if-none-match"), etag):
+        return not_modified(etag)
+    return json_response(public_row(row), headers={"ETag": etag})
+
+
+def _fields_param(request: Request, plan: ReadPlan) -> list[str] | None:
+    raw = request.query_params.get("fields")
+    if raw is None:
+        return None
+    names = [n.strip() for n in raw.split(",") if n.strip()]
+    unknown = [n for n in names if n not in plan.columns]
+    if unknown:
+        raise ValidationError(
+            [{"path": "fields", "message": f"unknown field {n!r}"} for n in unknown]
+        )
+    return names
+
+
+# -- writes -----------------------------------------------------------------------------
+
+
+def _decode_body(rt: Runtime, obj: ObjectType, body: bytes) -> dict[str, msgspec.Raw]:
+    try:
+        return rt.decoders[obj.name].decode_object(body)
+    except BodyError as exc:
+        if exc.malformed:
+            raise BadRequestError(exc.message) from exc
+        raise ValidationError.single("", exc.message) from exc
+
+
+def _write_errors(exc: WriteErrors) -> ValidationError:
+    return ValidationError([{"path": e.path, "message": e.message} for e in exc.errors])
+
+
+def _to_columns(obj: ObjectType, values: Mapping[str, Any]) -> dict[str, Any]:
+    """Checked public values → column values (references excluded; transforms applied)."""
+    columns: dict[str, Any] = {}
+    for field in obj.fields:
+        if field.name not in values or field.kind == "reference":
+            continue
+        value = values[field.name]
+        if field.transform is not None and value is not None:
+            value = field.transform(value)
+        columns[field.column] = value
+    return columns
+
+
+async def create_item(
+    request: Request, rt: Runtime, principal: Principal, path: CrudPath
+) -> Response:
+    obj = path.obj
+    assert obj is not None
+    plan = rt.plans[obj.name]
+    raw = _decode_body(rt, obj, await read_body(request))
+    supplied: dict[str, Any] = {}
+    if path.parent is not None and obj.parent is not None:
+        supplied[obj.parent.field] = path.parent.public_id
+    try:
+        values = rt.decoders[obj.name].create(raw, supplied=supplied)
+    except WriteErrors as exc:
+        raise _write_errors(exc) from exc
+    async with transaction(rt.engine, obj) as conn:
+        account_id = await scope_account(conn, rt, principal, path)
+        parent_id = await resolve_parent(conn, rt, path, account_id)
+        known = {obj.parent.field: parent_id} if obj.parent and parent_id is not None else {}
+        refs = await resolve_references(conn, rt, obj, values, account_id, known)
+        columns = {**_to_columns(obj, values), **refs}
+        if obj.tenant_owned:
+            if account_id is None:
+                raise ForbiddenError("Objects are created inside an account")
+            columns["account_id"] = account_id
+        now = utcnow()
+        columns.update(created_at=now, updated_at=now, version=1)
+        pk = await _insert(conn, plan, columns)
+        row = await fetch_one(
+            conn, plan.select().where(plan.pk == pk, plan.tenant_predicate(account_id))
+        )
+    assert row is not None
+    location = _item_url(request, row["id"])
+    return json_response(
+        public_row(row),
+        status=201,
+        headers={"ETag": etag_for(row[VERSION_LABEL]), "Location": location},
+    )
+
+
+async def _insert(conn: AsyncConnection, plan: ReadPlan, columns: dict[str, Any]) -> int:
+    for _ in range(ID_ATTEMPTS):
+        columns["id_random"] = new_public_id()
+        try:
+            async with conn.begin_nested(), translate_errors(plan.obj):
+                result = await conn.execute(plan.table.insert().values(**columns))
+        except IdCollisionError:
+            continue
+        pk = result.inserted_primary_key
+        assert pk is not None
+        return int(pk[0])
+    raise ServiceUnavailableError("Could not allocate a unique id; retry")
+
+
+def _item_url(request: Request, public_id: str) -> str:
+    base = request.url.path.rstrip("/")
+    return f"{base}/{public_id}"
+
+
+def _check_if_match(request: Request, rt: Runtime, version: int) -> int | None:
+    """The version the client asserted with If-Match (412 when stale), or None."""
+    header = request.headers.get("if-match")
+    if header is None:
+        if rt.settings.require_if_match:
+            raise PreconditionRequiredError("Send If-Match with the ETag you last read")
+        return None
+    if not matches_etag(header, etag_for(version)):
+        raise PreconditionFailedError("The object changed since you read it (ETag mismatch)")
+    return version
+
+
+async def update_item(
+    request: Request, rt: Runtime, principal: Principal, path: CrudPath
+) -> Response:
+    obj = path.obj
+    assert obj is not None and path.public_id is not None
+    plan = rt.plans[obj.name]
+    raw = _decode_body(rt, obj, await read_body(request))
+    async with transaction(rt.engine, obj) as conn:
+        account_id = await scope_account(conn, rt, principal, path)
+        parent_id = await resolve_parent(conn, rt, path, account_id)
+        current = await fetch_item(conn, plan, path.public_id, account_id, parent_id)
+        version = int(current[VERSION_LABEL])
+        _check_if_match(request, rt, version)
+        try:
+            values = rt.decoders[obj.name].update(raw, current=public_row(current))
+        except WriteErrors as exc:
+            raise _write_errors(exc) from exc
+        pk = int(current[PK_LABEL])
+        if values:
+            refs = await resolve_references(conn, rt, obj, values, account_id, {})
+            columns = {**_to_columns(obj, values), **refs}
+            columns.update(updated_at=_later(current.get("updated_at")), version=version + 1)
+            result = await conn.execute(
+                plan.table.update()
+                .where(plan.pk == pk, plan.table.c.version == version)
+                .values(**columns)
+            )
+            if result.rowcount != 1:
+                raise PreconditionFailedError("The object changed while you wrote it; read it again")
+        row = await fetch_one(
+            conn, plan.select().where(plan.pk == pk, plan.tenant_predicate(account_id))
+        )
+    assert row is not None
+    return json_response(public_row(row), headers={"ETag": etag_for(row[VERSION_LABEL])})
+
+
+def _later(previous: Any) -> dt.datetime:
+    """Now, but strictly after `previous`, so `updated_at` moves on every update."""
+    now = utcnow()
+    if isinstance(previous, dt.datetime) and now <= previous:
+        return previous + dt.timedelta(microseconds=1)
+    return now
+
+
+async def delete_item(
+    request: Request, rt: Runtime, principal: Principal, path: CrudPath
+) -> Response:
+    obj = path.obj
+    assert obj is not None and path.public_id is not None
+    plan = rt.plans[obj.name]
+    async with transaction(rt.engine, obj) as conn:
+        account_id = await scope_account(conn, rt, principal, path)
+        parent_id = await resolve_parent(conn, rt, path, account_id)
+        current = await fetch_item(conn, plan, path.public_id, account_id, parent_id, fields=[])
+        version = int(current[VERSION_LABEL])
+        _check_if_match(request, rt, version)
+        pk = int(current[PK_LABEL])
+        blockers = await blocking_types(conn, rt, obj, sa.literal(pk))
+        if blockers:
+            raise ConflictError(
+                f"{obj.name} is still referenced by: {', '.join(blockers)}",
+                errors=[{"path": name, "message": "references this object"} for name in blockers],
+            )
+        result = await conn.execute(
+            plan.table.delete().where(plan.pk == pk, plan.table.c.version == version)
+        )
+        if result.rowcount != 1:
+            raise PreconditionFailedError("The object changed while you deleted it")
+    response = Response(status_code=204)
+    response.headers["Cache-Control"] = "private, no-cache"
+    return response
+
+
+async def blocking_types(
+    conn: AsyncConnection, rt: Runtime, obj: ObjectType, keys: sa.ColumnElement[Any], depth: int = 0
+) -> list[str]:
+    """Types whose rows would block deleting the rows of `obj` with internal ids `keys`.
+
+    A RESTRICT reference blocks; a CASCADE child is followed, since its own referrers block
+    the cascade just the same.
+    """
+    blockers: list[str] = []
+    if depth > len(rt.registry):
+        return blockers
+    for referrer, relation in rt.registry.referrers(obj.name):
+        table = rt.tables[referrer.table]
+        column = table.c[relation.field]
+        matching = sa.select(table.c.id).where(
+            column.in_(keys) if isinstance(keys, sa.Select) else column == keys
+        )
+        if relation.on_delete == "CASCADE":
+            nested = await blocking_types(conn, rt, referrer, matching, depth + 1)
+            blockers.extend(n for n in nested if n not in blockers)
+        elif relation.on_delete in ("RESTRICT", "NO ACTION"):
+            exists = (await conn.execute(sa.select(sa.exists(matching)))).scalar()
+            if exists and referrer.name not in blockers:
+                blockers.append(referrer.name)
+    return blockers

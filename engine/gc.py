@@ -1,0 +1,34 @@
+"""`aether gc-blobs`: remove blobs that no `file` row references, and stale temporary files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import sqlalchemy as sa
+
+from engine.blobs import FileSystemBlobStore, GcReport, collect_garbage
+from engine.db import create_engine
+from engine.settings import Settings
+
+GRACE_SECONDS = 3600.0
+
+
+async def gc_blobs(settings: Settings, *, dry_run: bool, grace_seconds: float = GRACE_SECONDS) -> GcReport:
+    """Collect garbage in the blob store against the hashes the `file` table references.
+
+    Blobs younger than the grace period are kept: an upload may have written its blob and
+    not yet committed its rows.
+    """
+    from models.base import Base
+
+    import models  # noqa: F401  # registers the file table
+
+    file = Base.metadata.tables["file"]
+    engine = create_engine(settings)
+    try:
+        async with engine.connect() as conn:
+            referenced = set((await conn.execute(sa.select(file.c.sha256).distinct())).scalars())
+    finally:
+        await engine.dispose()
+    store = FileSystemBlobStore(Path(settings.blob_dir))
+    return await collect_garbage(store, referenced, grace_seconds=grace_seconds, dry_run=dry_run)

@@ -1,0 +1,246 @@
+"""List (`GET .../{type}`) and search (`POST .../{type}/search`) with keyset pages and include.
+
+Both build the same `SearchSpec` (the list endpoint reads it from query parameters, its
+`filter` as URL-encoded JSON) and run the same plan: one statement for the page, one for
+`total` when asked, and one per include level (an `IN` on the page's keys), never one per
+row. Every statement carries the account predicate.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import msgspec
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+from starlette.requests import Request
+from starlette.responses import Response
+
+from engine.errors import BadRequestError, ValidationError
+from engine.paths import CrudPath
+from engine.plans import PK_LABEL, ReadPlan
+from engine.principal import Principal
+from engine.repository import fetch_all, transaction
+from engine.responses import json_response, public_row
+from engine.runtime import Runtime
+from engine.search import (
+    compile_filter,
+    compile_order,
+    cursor_values,
+    decode_cursor,
+    default_sort,
+    encode_cursor,
+    keyset_predicate,
+    order_by_clauses,
+    parse_search,
+)
+from engine.search.nodes import Include, SearchSpec
+from registry.descriptors import ObjectType, Relation
+
+#: Rows an include may add per relation level, whatever the page size.
+MAX_INCLUDE_ROWS = 2_000
+_LIST_PARAMS = ("limit", "offset", "after", "sort", "fields", "include", "count", "filter")
+_DECODER = msgspec.json.Decoder()
+
+
+def _cursor_key(rt: Runtime) -> bytes:
+    key = rt.extras.get("cursor_key")
+    if key is None:
+        key = rt.extras["cursor_key"] = hashlib.sha256(
+            b"aether-cursor:" + rt.settings.jwt_key.encode()
+        ).digest()
+    assert isinstance(key, bytes)
+    return key
+
+
+def _split(value: str) -> list[str]:
+    return [part.strip() for part in value.split(",") if part.strip()]
+
+
+def body_from_query(params: Mapping[str, str]) -> dict[str, Any]:
+    """The search body equivalent to a list request's query parameters."""
+    errors = []
+    body: dict[str, Any] = {}
+    for key in params:
+        if key not in _LIST_PARAMS:
+            errors.append({"path": key, "message": "unknown query parameter"})
+    for key in ("limit", "offset"):
+        if key in params:
+            raw = params[key]
+            body[key] = int(raw) if raw.strip().lstrip("-").isdigit() and len(raw) < 19 else raw
+    if "after" in params:
+        body["after"] = params["after"]
+    for key in ("sort", "fields", "include"):
+        if key in params:
+            body[key] = _split(params[key])
+    if "count" in params:
+        raw = params["count"].lower()
+        body["count"] = {"true": True, "1": True, "false": False, "0": False}.get(raw, raw)
+    if "filter" in params:
+        try:
+            body["filter"] = _DECODER.decode(params["filter"].encode())
+        except (msgspec.DecodeError, RecursionError) as exc:
+            raise BadRequestError(f"filter: malformed JSON ({exc})") from exc
+    if errors:
+        raise ValidationError(errors)
+    return body
+
+
+async def run_list(
+    request: Request, rt: Runtime, principal: Principal, path: CrudPath
+) -> Response:
+    assert path.obj is not None
+    body = body_from_query(request.query_params)
+    spec = parse_search(
+        body, path.obj, rt.registry, max_page_size=rt.settings.max_page_size, role=principal.role
+    )
+    return await execute_search(rt, principal, path, spec)
+
+
+async def run_search(
+    request: Request, rt: Runtime, principal: Principal, path: CrudPath, raw: bytes
+) -> Response:
+    assert path.obj is not None
+    try:
+        body = _DECODER.decode(raw) if raw.strip() else {}
+    except (msgspec.DecodeError, RecursionError, UnicodeDecodeError) as exc:
+        raise BadRequestError(f"malformed JSON: {exc}") from exc
+    spec = parse_search(
+        body, path.obj, rt.registry, max_page_size=rt.settings.max_page_size, role=principal.role
+    )
+    return await execute_search(rt, principal, path, spec)
+
+
+async def execute_search(
+    rt: Runtime, principal: Principal, path: CrudPath, spec: SearchSpec
+) -> Response:
+    from engine.crud import parent_condition, resolve_parent, scope_account
+
+    obj = path.obj
+    assert obj is not None
+    plan = rt.plans[obj.name]
+    fields = _needed_fields(obj, spec)
+    async with transaction(rt.engine, obj) as conn:
+        account_id = await scope_account(conn, rt, principal, path)
+        parent_id = await resolve_parent(conn, rt, path, account_id)
+        where = [
+            plan.tenant_predicate(account_id),
+            parent_condition(plan, parent_id),
+            compile_filter(
+                spec.filter, obj, rt.registry, rt.tables, account_id=account_id,
+                dialect=rt.dialect, table=plan.table,
+            ),
+        ]
+        order = compile_order(spec.sort, obj, plan.table, dialect=rt.dialect)
+        stmt = plan.select(fields).add_columns(*(oc.column.label(oc.label) for oc in order))
+        stmt = stmt.where(*where)
+        if spec.after is not None:
+            values = decode_cursor(spec.after, sort_signature=spec.signature, key=_cursor_key(rt))
+            stmt = stmt.where(keyset_predicate(order, values))
+        stmt = stmt.order_by(*order_by_clauses(order, dialect=rt.dialect))
+        stmt = stmt.limit(spec.limit + 1).offset(spec.offset or None)
+        rows = await fetch_all(conn, stmt)
+        has_more = len(rows) > spec.limit
+        rows = rows[: spec.limit]
+        next_cursor = None
+        if has_more and rows:
+            next_cursor = encode_cursor(
+                cursor_values(order, rows[-1]), sort_signature=spec.signature, key=_cursor_key(rt)
+            )
+        labels = {oc.label for oc in order}
+        items = [
+            {k: v for k, v in public_row(row).items() if k not in labels and _wanted(k, spec)}
+            for row in rows
+        ]
+        pks = [int(row[PK_LABEL]) for row in rows]
+        if spec.include:
+            await attach_includes(conn, rt, obj, items, pks, _include_tree(spec.include), account_id)
+        envelope: dict[str, Any] = {"data": items, "next": next_cursor}
+        if spec.count:
+            total_stmt = sa.select(sa.func.count()).select_from(plan.table).where(*where)
+            envelope["total"] = int((await conn.execute(total_stmt)).scalar_one())
+    return json_response(envelope)
+
+
+def _needed_fields(obj: ObjectType, spec: SearchSpec) -> list[str] | None:
+    """The selected fields plus the reference fields to-one includes need to match on."""
+    if spec.fields is None:
+        return None
+    names = list(spec.fields)
+    for inc in spec.include:
+        first = inc.relations[0]
+        if first.kind != "child" and first.field not in names:
+            names.append(first.field)
+    return names
+
+
+def _wanted(name: str, spec: SearchSpec) -> bool:
+    return spec.fields is None or name in spec.fields
+
+
+IncludeTree = dict[str, tuple[Relation, "IncludeTree"]]
+
+
+def _include_tree(includes: Sequence[Include]) -> IncludeTree:
+    tree: IncludeTree = {}
+    for inc in includes:
+        level = tree
+        for rel in inc.relations:
+            if rel.name not in level:
+                level[rel.name] = (rel, {})
+            level = level[rel.name][1]
+    return tree
+
+
+async def attach_includes(
+    conn: AsyncConnection,
+    rt: Runtime,
+    obj: ObjectType,
+    items: list[dict[str, Any]],
+    pks: list[int],
+    tree: IncludeTree,
+    account_id: int | None,
+) -> None:
+    """Fetch each included relation for all `items` at once and attach it to each item.
+
+    Children come as arrays under the child type's name, to-one relations as an object (or
+    null) under the relation's name; nested levels recurse on the fetched rows.
+    """
+    if not items:
+        return
+    for name, (rel, subtree) in tree.items():
+        target = rt.registry[rel.target]
+        plan = rt.plans[target.name]
+        if rel.kind == "child":
+            stmt = plan.scoped(plan.select(), account_id).where(plan.table.c[rel.field].in_(pks))
+            stmt = stmt.order_by(*_default_order(plan, rt)).limit(MAX_INCLUDE_ROWS)
+            rows = await fetch_all(conn, stmt)
+            children = [public_row(r) for r in rows]
+            grouped: dict[str, list[dict[str, Any]]] = {}
+            for child in children:
+                grouped.setdefault(child[rel.field], []).append(child)
+            for item in items:
+                item[name] = grouped.get(item["id"], [])
+        else:
+            wanted = sorted({item[rel.field] for item in items if item.get(rel.field)})
+            rows = []
+            if wanted:
+                stmt = plan.scoped(plan.select(), account_id).where(
+                    plan.table.c.id_random.in_(wanted)
+                )
+                rows = await fetch_all(conn, stmt)
+            children = [public_row(r) for r in rows]
+            by_id = {child["id"]: child for child in children}
+            for item in items:
+                item[name] = by_id.get(item.get(rel.field) or "")
+        if subtree and rows:
+            await attach_includes(
+                conn, rt, target, children, [int(r[PK_LABEL]) for r in rows], subtree, account_id
+            )
+
+
+def _default_order(plan: ReadPlan, rt: Runtime) -> list[Any]:
+    order = compile_order(default_sort(plan.obj), plan.obj, plan.table, dialect=rt.dialect)
+    return order_by_clauses(order, dialect=rt.dialect)

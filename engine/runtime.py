@@ -1,0 +1,81 @@
+"""What a running app holds: settings, registry, plans, engine, cache, blob store, verifiers.
+
+Built once per process by `build_runtime` (at start-up, in the lifespan) and handed to
+handlers through `request.app.state.runtime`; nothing here is a module-level global.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncEngine
+from starlette.requests import HTTPConnection
+
+from engine.auth.jwt import JwtVerifier
+from engine.blobs import BlobStore, FileSystemBlobStore
+from engine.cache import CacheBackend, create_cache
+from engine.db import create_engine, dialect_name
+from engine.plans import ReadPlan, build_plans
+from engine.ratelimit import RateLimiter
+from engine.settings import Settings
+from registry.descriptors import Registry
+from registry.introspect import introspect, load_models
+from registry.types import WriteDecoder
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    registry: Registry
+    tables: dict[str, sa.Table]
+    plans: dict[str, ReadPlan]
+    decoders: dict[str, WriteDecoder]
+    engine: AsyncEngine
+    cache: CacheBackend
+    blobs: BlobStore
+    jwt: JwtVerifier
+    rate_limiter: RateLimiter
+    dialect: str
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    async def close(self) -> None:
+        await self.cache.close()
+        await self.engine.dispose()
+
+
+def build_registry(settings: Settings) -> tuple[Registry, dict[str, sa.Table]]:
+    """Import the model modules and introspect them (refusing unsafe models)."""
+    load_models(settings.model_modules)
+    from models.base import Base
+
+    registry = introspect(Base)
+    return registry, dict(Base.metadata.tables)
+
+
+def build_runtime(settings: Settings, *, engine: AsyncEngine | None = None) -> Runtime:
+    registry, tables = build_registry(settings)
+    cache = create_cache(settings)
+    return Runtime(
+        settings=settings,
+        registry=registry,
+        tables=tables,
+        plans=build_plans(registry, tables),
+        decoders={obj.name: WriteDecoder(obj) for obj in registry},
+        engine=engine or create_engine(settings),
+        cache=cache,
+        blobs=FileSystemBlobStore(Path(settings.blob_dir)),
+        jwt=JwtVerifier.from_settings(settings),
+        rate_limiter=RateLimiter(
+            cache, settings.rate_limit.limit, settings.rate_limit.period_seconds
+        ),
+        dialect=dialect_name(settings.database_url),
+    )
+
+
+def get_runtime(conn: HTTPConnection) -> Runtime:
+    runtime = conn.app.state.runtime
+    assert isinstance(runtime, Runtime)
+    return runtime

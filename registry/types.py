@@ -1,0 +1,309 @@
+"""Generated msgspec types per object type, and the write validation built on them.
+
+Each public field gets one msgspec type carrying its constraints (length, pattern, range,
+enum, timezone-aware datetimes, embedded JSON shapes). A body is decoded as an object of raw
+JSON values and each value is decoded with its field's type, so every bad field is reported
+with its own path instead of stopping at the first. The JSON Schema (`jsonschema.py`) is
+generated from the same descriptors, so the two cannot disagree.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import decimal
+import math
+import re
+import zoneinfo
+from collections.abc import Mapping
+from functools import cache
+from typing import Annotated, Any, Literal
+
+import msgspec
+
+from registry.descriptors import FieldInfo, ObjectType
+
+PUBLIC_ID_PATTERN = r"^[A-Za-z0-9_-]{22}$"
+EMAIL_PATTERN = r"^[^@\s\x00-\x1f]{1,64}@[^@\s\x00-\x1f]+\.[^@\s\x00-\x1f]+$"
+_INT64 = (-(2**63), 2**63 - 1)
+
+
+class FieldError(msgspec.Struct, frozen=True):
+    path: str
+    message: str
+
+
+class BodyError(Exception):
+    """The body is not a JSON object (or not JSON): `path` is empty or names the body."""
+
+    def __init__(self, message: str, *, malformed: bool) -> None:
+        super().__init__(message)
+        self.message = message
+        self.malformed = malformed
+
+
+def _meta(field: FieldInfo) -> msgspec.Meta | None:
+    kwargs: dict[str, Any] = {}
+    if field.kind in ("string",):
+        if field.max_length is not None:
+            kwargs["max_length"] = field.max_length
+        if field.min_length is not None:
+            kwargs["min_length"] = field.min_length
+        if field.pattern:
+            kwargs["pattern"] = field.pattern
+        elif field.format == "email":
+            kwargs["pattern"] = EMAIL_PATTERN
+    if field.kind in ("integer", "number"):
+        if field.minimum is not None:
+            kwargs["ge"] = field.minimum
+        if field.maximum is not None:
+            kwargs["le"] = field.maximum
+        if field.exclusive_minimum is not None:
+            kwargs["gt"] = field.exclusive_minimum
+    if field.kind == "datetime":
+        kwargs["tz"] = True
+    return msgspec.Meta(**kwargs) if kwargs else None
+
+
+def schema_type(schema: Mapping[str, Any], name: str = "Value") -> Any:
+    """A msgspec type for the JSON Schema subset models use in `info["json_schema"]`."""
+    kind = schema.get("type")
+    if kind == "object":
+        props = schema.get("properties", {})
+        required = set(schema.get("required", ()))
+        fields: list[tuple[str, Any] | tuple[str, Any, Any]] = []
+        for prop, sub in props.items():
+            sub_type = schema_type(sub, f"{name}_{prop}")
+            if prop in required:
+                fields.append((prop, sub_type))
+            else:
+                fields.append((prop, sub_type | msgspec.UnsetType, msgspec.UNSET))
+        return msgspec.defstruct(
+            name, fields, forbid_unknown_fields=schema.get("additionalProperties") is False
+        )
+    if kind == "array":
+        item = schema_type(schema.get("items", {}), f"{name}_item")
+        meta = {"max_length": schema["maxItems"]} if "maxItems" in schema else {}
+        return Annotated[list[item], msgspec.Meta(**meta)] if meta else list[item]  # type: ignore[valid-type]
+    meta_map = {
+        "maxLength": "max_length",
+        "minLength": "min_length",
+        "pattern": "pattern",
+        "minimum": "ge",
+        "maximum": "le",
+        "exclusiveMinimum": "gt",
+    }
+    kwargs = {meta_map[k]: v for k, v in schema.items() if k in meta_map}
+    base: Any = {"string": str, "number": float, "integer": int, "boolean": bool}.get(
+        str(kind), Any
+    )
+    return Annotated[base, msgspec.Meta(**kwargs)] if kwargs else base
+
+
+def field_type(field: FieldInfo) -> Any:
+    """The msgspec type a written value of `field` must decode as (None allowed if nullable)."""
+    base: Any
+    if field.kind in ("id", "reference"):
+        base = Annotated[str, msgspec.Meta(pattern=PUBLIC_ID_PATTERN)]
+    elif field.kind == "enum":
+        base = Literal[tuple(field.enum or ())]  # type: ignore[misc]
+    elif field.kind == "string":
+        base = str
+    elif field.kind == "integer":
+        base = int
+    elif field.kind == "number":
+        base = float
+    elif field.kind == "decimal":
+        base = decimal.Decimal
+    elif field.kind == "boolean":
+        base = bool
+    elif field.kind == "datetime":
+        base = dt.datetime
+    elif field.kind == "date":
+        base = dt.date
+    elif field.kind == "object":
+        base = (
+            schema_type(field.json_schema, f"{field.name}_shape")
+            if field.json_schema
+            else dict[str, Any]
+        )
+    else:  # array
+        item = {"string": str, "integer": int, "number": float}.get(field.items or "", Any)
+        base = list[item]  # type: ignore[valid-type]
+    meta = _meta(field)
+    if meta is not None:
+        base = Annotated[base, meta]
+    return base | None if field.nullable else base
+
+
+def _extra_checks(field: FieldInfo, value: Any) -> str | None:
+    """Rules msgspec types cannot say: finite numbers, no NUL, 64-bit integers, time zones."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return "must be a finite number"
+    if isinstance(value, int) and not isinstance(value, bool) and not _INT64[0] <= value <= _INT64[1]:
+        return "integer out of range"
+    if isinstance(value, str):
+        if "\x00" in value:
+            return "must not contain NUL characters"
+        if field.format == "iana-timezone" and not is_time_zone(value):
+            return "must be an IANA time zone name such as Europe/Paris or UTC"
+    if isinstance(value, list | dict) and _contains_nul(value):
+        return "must not contain NUL characters"
+    return None
+
+
+def _contains_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, list):
+        return any(_contains_nul(v) for v in value)
+    if isinstance(value, dict):
+        return any(_contains_nul(k) or _contains_nul(v) for k, v in value.items())
+    return False
+
+
+@cache
+def is_time_zone(name: str) -> bool:
+    if len(name) > 64 or not re.fullmatch(r"[A-Za-z0-9_+\-/]+", name):
+        return False
+    try:
+        zoneinfo.ZoneInfo(name)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError):
+        return False
+    return True
+
+
+def _message(exc: msgspec.ValidationError) -> tuple[str, str]:
+    """Split msgspec's `... - at `$.x[1]`` into (message, sub-path)."""
+    text = str(exc)
+    sub = ""
+    if " - at `$" in text:
+        text, _, at = text.partition(" - at `$")
+        sub = at.rstrip("`")
+    return text, sub
+
+
+class WriteDecoder:
+    """Validates create and update bodies of one object type.
+
+    >>> # decoder = WriteDecoder(obj); values = decoder.create(b'{"name": "Gala"}')
+    """
+
+    def __init__(self, obj: ObjectType) -> None:
+        self.obj = obj
+        self.fields = {f.name: f for f in obj.fields}
+        self.types = {f.name: field_type(f) for f in obj.fields if not f.read_only}
+        self._decoders = {
+            name: msgspec.json.Decoder(type_) for name, type_ in self.types.items()
+        }
+        self._known = sorted(self.fields)
+
+    def decode_object(self, body: bytes) -> dict[str, msgspec.Raw]:
+        try:
+            raw = msgspec.json.decode(body, type=dict[str, msgspec.Raw])
+        except msgspec.ValidationError as exc:
+            raise BodyError(f"the body must be a JSON object ({exc})", malformed=False) from exc
+        except (msgspec.DecodeError, RecursionError, UnicodeDecodeError) as exc:
+            raise BodyError(f"malformed JSON: {exc}", malformed=True) from exc
+        return raw
+
+    def _decode_fields(
+        self, raw: Mapping[str, msgspec.Raw], *, creating: bool, errors: list[FieldError]
+    ) -> dict[str, Any]:
+        values: dict[str, Any] = {}
+        for name, value in raw.items():
+            field = self.fields.get(name)
+            if field is None:
+                hint = _did_you_mean(name, [n for n in self._known if not self.fields[n].read_only])
+                errors.append(FieldError(name, "unknown field" + hint))
+                continue
+            if field.read_only:
+                errors.append(FieldError(name, "read-only field: it cannot be written"))
+                continue
+            if field.write_once and not creating:
+                errors.append(FieldError(name, "can only be set when the object is created"))
+                continue
+            try:
+                decoded = self._decoders[name].decode(value)
+            except msgspec.ValidationError as exc:
+                message, sub = _message(exc)
+                errors.append(FieldError(name + sub, message))
+                continue
+            except (msgspec.DecodeError, RecursionError) as exc:
+                errors.append(FieldError(name, f"malformed value: {exc}"))
+                continue
+            problem = _extra_checks(field, decoded)
+            if problem:
+                errors.append(FieldError(name, problem))
+                continue
+            if isinstance(decoded, msgspec.Struct):
+                decoded = msgspec.to_builtins(decoded)
+            values[name] = decoded
+        return values
+
+    def create(self, raw: Mapping[str, msgspec.Raw], *, supplied: Mapping[str, Any]) -> dict[str, Any]:
+        """Checked values of a create body; `supplied` are values the URL already fixes.
+
+        Fills defaults, reports missing required fields and cross-field rules. Raises
+        `WriteErrors` with every problem found.
+        """
+        errors: list[FieldError] = []
+        values = self._decode_fields(raw, creating=True, errors=errors)
+        for name, value in supplied.items():
+            if name in values and values[name] != value:
+                errors.append(FieldError(name, "does not match the parent in the URL"))
+            values[name] = value
+        for field in self.obj.fields:
+            if field.read_only or field.name in values:
+                continue
+            if field.default is not msgspec.UNSET:
+                values[field.name] = msgspec.json.decode(msgspec.json.encode(field.default))
+            elif field.required and not any(e.path == field.name for e in errors):
+                errors.append(FieldError(field.name, "required field is missing"))
+        if not errors:
+            errors.extend(self._cross_check(values))
+        if errors:
+            raise WriteErrors(errors)
+        return values
+
+    def update(self, raw: Mapping[str, msgspec.Raw], *, current: Mapping[str, Any]) -> dict[str, Any]:
+        """Checked values of a partial update, cross-checked against the stored state."""
+        errors: list[FieldError] = []
+        values = self._decode_fields(raw, creating=False, errors=errors)
+        for name, value in values.items():
+            field = self.fields[name]
+            if value is None and field.required:
+                errors.append(FieldError(name, "cannot be null"))
+        if not errors:
+            errors.extend(self._cross_check({**current, **values}))
+        if errors:
+            raise WriteErrors(errors)
+        return values
+
+    def _cross_check(self, values: Mapping[str, Any]) -> list[FieldError]:
+        if self.obj.validator is None:
+            return []
+        return [FieldError(path, msg) for path, msg in self.obj.validator(values).items()]
+
+
+class WriteErrors(Exception):
+    def __init__(self, errors: list[FieldError]) -> None:
+        super().__init__("; ".join(f"{e.path}: {e.message}" for e in errors))
+        self.errors = errors
+
+
+def _did_you_mean(name: str, candidates: list[str]) -> str:
+    import difflib
+
+    close = difflib.get_close_matches(name, candidates, n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def read_struct(obj: ObjectType) -> type[msgspec.Struct]:
+    """A msgspec Struct of the object as read, for documentation and round-trip tests."""
+    fields = []
+    for field in obj.fields:
+        if field.write_only:
+            continue
+        type_ = field_type(msgspec.structs.replace(field, nullable=field.nullable))
+        fields.append((field.name, type_))
+    return msgspec.defstruct(f"{obj.name}_read", fields, forbid_unknown_fields=True)

@@ -1,0 +1,1 @@
+"""Tests of engine.auth: JWT verification and API keys."""

@@ -62,8 +62,15 @@ def create_app(
                 CORSMiddleware,
                 allow_origins=list(settings.cors_origins),
                 allow_methods=["GET", "POST", "PATCH", "DELETE"],
-                allow_headers=["Authorization", "X-API-Key", "Content-Type", "If-Match",
-                               "If-None-Match", "Idempotency-Key", "X-Request-ID"],
+                allow_headers=[
+                    "Authorization",
+                    "X-API-Key",
+                    "Content-Type",
+                    "If-Match",
+                    "If-None-Match",
+                    "Idempotency-Key",
+                    "X-Request-ID",
+                ],
                 expose_headers=["ETag", "Location", "X-Request-ID", "Retry-After"],
             )
         )

@@ -187,7 +187,10 @@ async def _token(settings: Settings, args: argparse.Namespace) -> str:
         raise CommandError(f"no account with the slug {args.account!r}")
     ttl = args.ttl or settings.access_token_ttl
     return JwtVerifier.from_settings(settings).issue(
-        sub=f"cli-{dt.datetime.now(dt.UTC):%Y%m%d%H%M%S}", acct=found[1], role=args.role, ttl_seconds=ttl
+        sub=f"cli-{dt.datetime.now(dt.UTC):%Y%m%d%H%M%S}",
+        acct=found[1],
+        role=args.role,
+        ttl_seconds=ttl,
     )
 
 

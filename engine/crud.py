@@ -393,7 +393,9 @@ async def update_item(
                 .values(**columns)
             )
             if result.rowcount != 1:
-                raise PreconditionFailedError("The object changed while you wrote it; read it again")
+                raise PreconditionFailedError(
+                    "The object changed while you wrote it; read it again"
+                )
         row = await fetch_one(
             conn, plan.select().where(plan.pk == pk, plan.tenant_predicate(account_id))
         )
@@ -439,7 +441,11 @@ async def delete_item(
 
 
 async def blocking_types(
-    conn: AsyncConnection, rt: Runtime, obj: ObjectType, keys: sa.ColumnElement[Any], depth: int = 0
+    conn: AsyncConnection,
+    rt: Runtime,
+    obj: ObjectType,
+    keys: sa.ColumnElement[Any] | sa.Select[Any],
+    depth: int = 0,
 ) -> list[str]:
     """Types whose rows would block deleting the rows of `obj` with internal ids `keys`.
 

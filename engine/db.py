@@ -33,7 +33,12 @@ def normalise_url(url: str) -> URL:
     """The URL with its async driver and, for MariaDB, utf8mb4 made explicit."""
     parsed = make_url(url)
     backend = parsed.get_backend_name()
-    driver = {"sqlite": "aiosqlite", "mysql": "asyncmy", "mariadb": "asyncmy", "postgresql": "asyncpg"}
+    driver = {
+        "sqlite": "aiosqlite",
+        "mysql": "asyncmy",
+        "mariadb": "asyncmy",
+        "postgresql": "asyncpg",
+    }
     if backend not in driver:
         raise ValueError(f"unsupported database {backend!r}: use SQLite, MariaDB or PostgreSQL")
     if backend == "mariadb":

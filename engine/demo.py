@@ -44,7 +44,7 @@ async def load_demo(settings: Settings) -> tuple[str, bool]:
     import models  # noqa: F401  # registers every table
 
     tables = dict(Base.metadata.tables)
-    key_file = Path(settings.blob_dir).resolve().parent / DEMO_KEY_FILE
+    key_file = Path(settings.blob_dir).resolve().parent / DEMO_KEY_FILE  # noqa: ASYNC240  # CLI, once
     engine = create_engine(settings)
     try:
         async with engine.begin() as conn:
@@ -52,7 +52,9 @@ async def load_demo(settings: Settings) -> tuple[str, bool]:
             if found is not None:
                 if key_file.is_file():
                     return key_file.read_text().strip(), False
-                made = await insert_api_key(conn, tables, account_id=found[0], name="demo", role="owner")
+                made = await insert_api_key(
+                    conn, tables, account_id=found[0], name="demo", role="owner"
+                )
                 key = made.key
                 created = False
             else:
@@ -85,37 +87,76 @@ async def _demo_data(conn: AsyncConnection, settings: Settings, account: int) ->
         blob = await store.put(_chunks(data))
         files.append(
             await _insert(
-                conn, "file", account_id=account, name=name, sha256=blob.sha256,
-                size=blob.size, mime_type=mime,
+                conn,
+                "file",
+                account_id=account,
+                name=name,
+                sha256=blob.sha256,
+                size=blob.size,
+                mime_type=mime,
             )
         )
     for index, (name, code) in enumerate((("Spring Gala", "GALA27"), ("Tech Summit", "TS27"))):
         starts = start + dt.timedelta(days=30 * index)
         event = await _insert(
-            conn, "event", account_id=account, name=name, code=code, status="open",
-            starts_at=starts, ends_at=starts + dt.timedelta(hours=10), timezone="Europe/Paris",
-            venue="Grand Hall", capacity=500, metadata={"demo": True},
+            conn,
+            "event",
+            account_id=account,
+            name=name,
+            code=code,
+            status="open",
+            starts_at=starts,
+            ends_at=starts + dt.timedelta(hours=10),
+            timezone="Europe/Paris",
+            venue="Grand Hall",
+            capacity=500,
+            metadata={"demo": True},
         )
         for n, room in enumerate(("A1", "B2", "C3")):
             await _insert(
-                conn, "event_session", account_id=account, event_id=event,
-                title=f"Session {n + 1}", starts_at=starts + dt.timedelta(hours=n + 1),
-                ends_at=starts + dt.timedelta(hours=n + 2), room=room, capacity=100,
+                conn,
+                "event_session",
+                account_id=account,
+                event_id=event,
+                title=f"Session {n + 1}",
+                starts_at=starts + dt.timedelta(hours=n + 1),
+                ends_at=starts + dt.timedelta(hours=n + 2),
+                room=room,
+                capacity=100,
             )
         for first, last in (("Ada", "Lovelace"), ("Alan", "Turing"), ("Grace", "Hopper")):
             await _insert(
-                conn, "event_person", account_id=account, event_id=event, first_name=first,
-                last_name=last, email=f"{first.lower()}@example.com", company="Demo", tags=["vip"],
+                conn,
+                "event_person",
+                account_id=account,
+                event_id=event,
+                first_name=first,
+                last_name=last,
+                email=f"{first.lower()}@example.com",
+                company="Demo",
+                tags=["vip"],
             )
         await _insert(
-            conn, "event_badge_template", account_id=account, event_id=event, name="Default",
-            width_mm=90, height_mm=55, is_default=True,
+            conn,
+            "event_badge_template",
+            account_id=account,
+            event_id=event,
+            name="Default",
+            width_mm=90,
+            height_mm=55,
+            is_default=True,
             layout={"elements": [{"field": "first_name", "x": 5, "y": 5, "font_size": 12}]},
         )
         for position, file_pk in enumerate(files):
             await _insert(
-                conn, "event_file", account_id=account, event_id=event, file_id=file_pk,
-                role="attachment", title=None, position=position,
+                conn,
+                "event_file",
+                account_id=account,
+                event_id=event,
+                file_id=file_pk,
+                role="attachment",
+                title=None,
+                position=position,
             )
 
 
@@ -124,7 +165,9 @@ async def demo_exists(settings: Settings) -> bool:
     try:
         async with engine.connect() as conn:
             account = Base.metadata.tables["account"]
-            row = (await conn.execute(sa.select(account.c.id).where(account.c.slug == DEMO_SLUG))).first()
+            row = (
+                await conn.execute(sa.select(account.c.id).where(account.c.slug == DEMO_SLUG))
+            ).first()
             return row is not None
     finally:
         await engine.dispose()

@@ -1,20 +1,20 @@
 """The error tree every failure is expressed in; `problems.py` renders it as RFC 9457.
 
-    AetherError (500)
-    ├── BadRequestError (400)         malformed JSON, forged cursor
-    ├── UnauthorizedError (401)       missing or failed credentials
-    ├── ForbiddenError (403)          role too low
-    ├── NotFoundError (404)           unknown type or id, or another account's object
-    ├── MethodNotAllowedError (405)   carries `Allow`
-    ├── ConflictError (409)           unique violation, blocking children
-    ├── PreconditionFailedError (412) stale If-Match
-    ├── PayloadTooLargeError (413)
-    ├── UnsupportedMediaTypeError (415)
-    ├── RangeNotSatisfiableError (416)
-    ├── ValidationError (422)         carries `errors: [{path, message}]`
-    ├── PreconditionRequiredError (428)
-    ├── RateLimitedError (429)        carries `Retry-After`
-    └── ServiceUnavailableError (503) carries `Retry-After`
+AetherError (500)
+├── BadRequestError (400)         malformed JSON, forged cursor
+├── UnauthorizedError (401)       missing or failed credentials
+├── ForbiddenError (403)          role too low
+├── NotFoundError (404)           unknown type or id, or another account's object
+├── MethodNotAllowedError (405)   carries `Allow`
+├── ConflictError (409)           unique violation, blocking children
+├── PreconditionFailedError (412) stale If-Match
+├── PayloadTooLargeError (413)
+├── UnsupportedMediaTypeError (415)
+├── RangeNotSatisfiableError (416)
+├── ValidationError (422)         carries `errors: [{path, message}]`
+├── PreconditionRequiredError (428)
+├── RateLimitedError (429)        carries `Retry-After`
+└── ServiceUnavailableError (503) carries `Retry-After`
 """
 
 from __future__ import annotations

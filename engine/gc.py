@@ -13,15 +13,16 @@ from engine.settings import Settings
 GRACE_SECONDS = 3600.0
 
 
-async def gc_blobs(settings: Settings, *, dry_run: bool, grace_seconds: float = GRACE_SECONDS) -> GcReport:
+async def gc_blobs(
+    settings: Settings, *, dry_run: bool, grace_seconds: float = GRACE_SECONDS
+) -> GcReport:
     """Collect garbage in the blob store against the hashes the `file` table references.
 
     Blobs younger than the grace period are kept: an upload may have written its blob and
     not yet committed its rows.
     """
-    from models.base import Base
-
     import models  # noqa: F401  # registers the file table
+    from models.base import Base
 
     file = Base.metadata.tables["file"]
     engine = create_engine(settings)

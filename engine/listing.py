@@ -88,9 +88,7 @@ def body_from_query(params: Mapping[str, str]) -> dict[str, Any]:
     return body
 
 
-async def run_list(
-    request: Request, rt: Runtime, principal: Principal, path: CrudPath
-) -> Response:
+async def run_list(request: Request, rt: Runtime, principal: Principal, path: CrudPath) -> Response:
     assert path.obj is not None
     body = body_from_query(request.query_params)
     spec = parse_search(
@@ -129,8 +127,13 @@ async def execute_search(
             plan.tenant_predicate(account_id),
             parent_condition(plan, parent_id),
             compile_filter(
-                spec.filter, obj, rt.registry, rt.tables, account_id=account_id,
-                dialect=rt.dialect, table=plan.table,
+                spec.filter,
+                obj,
+                rt.registry,
+                rt.tables,
+                account_id=account_id,
+                dialect=rt.dialect,
+                table=plan.table,
             ),
         ]
         order = compile_order(spec.sort, obj, plan.table, dialect=rt.dialect)
@@ -156,7 +159,9 @@ async def execute_search(
         ]
         pks = [int(row[PK_LABEL]) for row in rows]
         if spec.include:
-            await attach_includes(conn, rt, obj, items, pks, _include_tree(spec.include), account_id)
+            await attach_includes(
+                conn, rt, obj, items, pks, _include_tree(spec.include), account_id
+            )
         envelope: dict[str, Any] = {"data": items, "next": next_cursor}
         if spec.count:
             total_stmt = sa.select(sa.func.count()).select_from(plan.table).where(*where)

@@ -33,9 +33,9 @@ class JsonFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
-            "ts": dt.datetime.fromtimestamp(record.created, dt.UTC).isoformat(
-                timespec="milliseconds"
-            ).replace("+00:00", "Z"),
+            "ts": dt.datetime.fromtimestamp(record.created, dt.UTC)
+            .isoformat(timespec="milliseconds")
+            .replace("+00:00", "Z"),
             "level": record.levelname.lower(),
             "logger": record.name,
             "msg": record.getMessage(),
@@ -55,8 +55,8 @@ class JsonFormatter(logging.Formatter):
 def configure_logging(settings: Settings, *, stream: Any = None) -> None:
     """Send every log record, as JSON lines, to `stream` (stdout) and `AE_LOG_FILE`."""
     root = logging.getLogger()
-    for handler in list(root.handlers):
-        root.removeHandler(handler)
+    for old in list(root.handlers):
+        root.removeHandler(old)
     formatter = JsonFormatter()
     handler: logging.Handler = logging.StreamHandler(stream or sys.stdout)
     handler.setFormatter(formatter)
@@ -143,5 +143,7 @@ class RequestLogMiddleware:
                     "duration_ms": round((time.perf_counter() - started) * 1000, 2),
                 },
             )
-            for var, token in zip((request_id_var, account_var, principal_var), tokens, strict=True):
+            for var, token in zip(
+                (request_id_var, account_var, principal_var), tokens, strict=True
+            ):
                 var.reset(token)

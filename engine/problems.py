@@ -52,9 +52,7 @@ def problem_response(
     }
     if errors:
         body["errors"] = errors
-    response = Response(
-        _ENCODER.encode(body), status_code=status, media_type=PROBLEM_CONTENT_TYPE
-    )
+    response = Response(_ENCODER.encode(body), status_code=status, media_type=PROBLEM_CONTENT_TYPE)
     for key, value in (headers or {}).items():
         response.headers[key] = value
     response.headers.setdefault("Cache-Control", "no-store")

@@ -81,7 +81,9 @@ async def insert_account(
     account_pk = int(inserted[0])
     user_values = _stamp()
     await conn.execute(
-        tables["user"].insert().values(
+        tables["user"]
+        .insert()
+        .values(
             **user_values,
             account_id=account_pk,
             email=owner_email,
@@ -93,13 +95,20 @@ async def insert_account(
     )
     key = await insert_api_key(conn, tables, account_id=account_pk, name="owner", role="owner")
     return NewAccount(
-        account_id=values["id_random"], user_id=user_values["id_random"], api_key=key.key, pk=account_pk
+        account_id=values["id_random"],
+        user_id=user_values["id_random"],
+        api_key=key.key,
+        pk=account_pk,
     )
 
 
-async def find_account(conn: AsyncConnection, tables: dict[str, sa.Table], slug: str) -> tuple[int, str] | None:
+async def find_account(
+    conn: AsyncConnection, tables: dict[str, sa.Table], slug: str
+) -> tuple[int, str] | None:
     account = tables["account"]
     row = (
-        await conn.execute(sa.select(account.c.id, account.c.id_random).where(account.c.slug == slug))
+        await conn.execute(
+            sa.select(account.c.id, account.c.id_random).where(account.c.slug == slug)
+        )
     ).first()
     return (int(row[0]), str(row[1])) if row else None

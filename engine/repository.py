@@ -112,14 +112,16 @@ async def translate_errors(obj: ObjectType | None = None) -> AsyncIterator[None]
 
 
 @asynccontextmanager
-async def transaction(engine: AsyncEngine, obj: ObjectType | None = None) -> AsyncIterator[AsyncConnection]:
+async def transaction(
+    engine: AsyncEngine, obj: ObjectType | None = None
+) -> AsyncIterator[AsyncConnection]:
     """One transaction for one request, with driver errors translated."""
     async with translate_errors(obj), engine.begin() as conn:
         yield conn
 
 
 async def fetch_one(conn: AsyncConnection, stmt: sa.Select[Any]) -> Mapping[str, Any] | None:
-    row = (await conn.execute(stmt)).mappings().first()
+    row: Mapping[str, Any] | None = (await conn.execute(stmt)).mappings().first()
     return row
 
 

@@ -72,7 +72,10 @@ class User(PublicIdMixin, TenantMixin, TimestampMixin, Base):
     )
     name: Mapped[str | None] = mapped_column(String(200), info={"sortable": True})
     role: Mapped[str] = mapped_column(
-        String(16), nullable=False, default="viewer", info={"enum": list(ROLES), "default": "viewer"}
+        String(16),
+        nullable=False,
+        default="viewer",
+        info={"enum": list(ROLES), "default": "viewer"},
     )
     password_hash: Mapped[str | None] = mapped_column(
         String(255),

@@ -103,9 +103,10 @@ class UTCDateTime(TypeDecorator[dt.datetime]):
             return None
         if isinstance(value, str):  # pragma: no cover - SQLite returns datetime already
             value = dt.datetime.fromisoformat(value)
-        if value.tzinfo is None:
-            return value.replace(tzinfo=dt.UTC)
-        return value.astimezone(dt.UTC)
+        moment: dt.datetime = value
+        if moment.tzinfo is None:
+            return moment.replace(tzinfo=dt.UTC)
+        return moment.astimezone(dt.UTC)
 
 
 #: A 64-bit key on MariaDB and PostgreSQL; SQLite only auto-increments INTEGER keys.

@@ -11,7 +11,9 @@ from models.base import Base, ModelOptions, PublicIdMixin, TenantMixin, Timestam
 class File(PublicIdMixin, TenantMixin, TimestampMixin, Base):
     __tablename__ = "file"
     __aether__ = ModelOptions(
-        create=False, default_sort=("-created_at",), title="File",
+        create=False,
+        default_sort=("-created_at",),
+        title="File",
         description="Uploaded content, addressed by its SHA-256.",
     )
     __table_args__ = (UniqueConstraint("account_id", "sha256"),)

@@ -14,6 +14,7 @@ from typing import Any
 import msgspec
 import sqlalchemy as sa
 from sqlalchemy.orm import DeclarativeBase
+from sqlalchemy.sql.schema import ScalarElementColumnDefault
 
 from models.base import COLUMN_FLAGS, ModelOptions
 from registry.descriptors import (
@@ -111,7 +112,9 @@ class _Introspector:
         for col in table.columns:
             unknown = set(col.info) - COLUMN_FLAGS
             if unknown:
-                raise self._fail(table, f"column {col.name!r} has unknown info keys {sorted(unknown)}")
+                raise self._fail(
+                    table, f"column {col.name!r} has unknown info keys {sorted(unknown)}"
+                )
 
     def _check_cycles(self, types: dict[str, ObjectType]) -> None:
         for obj in types.values():
@@ -242,7 +245,7 @@ class _Introspector:
         server = col.name in SERVER_COLUMNS or bool(info.get("server_set"))
         read_only = bool(info.get("read_only")) or server
         default = info.get("default", msgspec.UNSET)
-        if default is msgspec.UNSET and col.default is not None and col.default.is_scalar:
+        if default is msgspec.UNSET and isinstance(col.default, ScalarElementColumnDefault):
             default = col.default.arg
         required = (
             not col.nullable
@@ -258,7 +261,7 @@ class _Introspector:
             name=str(info.get("public_name", col.name)),
             column=str(col.name),
             kind=kind,
-            nullable=col.nullable if not info.get("write_only") else True,
+            nullable=bool(col.nullable) if not info.get("write_only") else True,
             required=required,
             read_only=read_only,
             write_only=bool(info.get("write_only")),
@@ -288,7 +291,9 @@ class _Introspector:
             (fk,) = col.foreign_keys
             target = fk.column.table
             if fk.column.name != "id" or target.name not in self.options:
-                raise self._fail(table, f"foreign key {col.name!r} must reference a served type's id")
+                raise self._fail(
+                    table, f"foreign key {col.name!r} must reference a served type's id"
+                )
             return "reference", {"references": str(target.name)}
         if col.info.get("enum"):
             return "enum", {}

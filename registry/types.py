@@ -105,7 +105,7 @@ def field_type(field: FieldInfo) -> Any:
     if field.kind in ("id", "reference"):
         base = Annotated[str, msgspec.Meta(pattern=PUBLIC_ID_PATTERN)]
     elif field.kind == "enum":
-        base = Literal[tuple(field.enum or ())]  # type: ignore[misc]
+        base = Literal[tuple(field.enum or ())]
     elif field.kind == "string":
         base = str
     elif field.kind == "integer":
@@ -139,7 +139,11 @@ def _extra_checks(field: FieldInfo, value: Any) -> str | None:
     """Rules msgspec types cannot say: finite numbers, no NUL, 64-bit integers, time zones."""
     if isinstance(value, float) and not math.isfinite(value):
         return "must be a finite number"
-    if isinstance(value, int) and not isinstance(value, bool) and not _INT64[0] <= value <= _INT64[1]:
+    if (
+        isinstance(value, int)
+        and not isinstance(value, bool)
+        and not _INT64[0] <= value <= _INT64[1]
+    ):
         return "integer out of range"
     if isinstance(value, str):
         if "\x00" in value:
@@ -192,9 +196,7 @@ class WriteDecoder:
         self.obj = obj
         self.fields = {f.name: f for f in obj.fields}
         self.types = {f.name: field_type(f) for f in obj.fields if not f.read_only}
-        self._decoders = {
-            name: msgspec.json.Decoder(type_) for name, type_ in self.types.items()
-        }
+        self._decoders = {name: msgspec.json.Decoder(type_) for name, type_ in self.types.items()}
         self._known = sorted(self.fields)
 
     def decode_object(self, body: bytes) -> dict[str, msgspec.Raw]:
@@ -240,7 +242,9 @@ class WriteDecoder:
             values[name] = decoded
         return values
 
-    def create(self, raw: Mapping[str, msgspec.Raw], *, supplied: Mapping[str, Any]) -> dict[str, Any]:
+    def create(
+        self, raw: Mapping[str, msgspec.Raw], *, supplied: Mapping[str, Any]
+    ) -> dict[str, Any]:
         """Checked values of a create body; `supplied` are values the URL already fixes.
 
         Fills defaults, reports missing required fields and cross-field rules. Raises
@@ -265,7 +269,9 @@ class WriteDecoder:
             raise WriteErrors(errors)
         return values
 
-    def update(self, raw: Mapping[str, msgspec.Raw], *, current: Mapping[str, Any]) -> dict[str, Any]:
+    def update(
+        self, raw: Mapping[str, msgspec.Raw], *, current: Mapping[str, Any]
+    ) -> dict[str, Any]:
         """Checked values of a partial update, cross-checked against the stored state."""
         errors: list[FieldError] = []
         values = self._decode_fields(raw, creating=False, errors=errors)

@@ -72,7 +72,9 @@ async def fresh_database(backend: str, tmp_dir: Path) -> AsyncIterator[str]:
         async with admin.connect() as conn:
             if backend == "mariadb":
                 await conn.execute(
-                    sa.text(f"CREATE DATABASE {name} CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci")
+                    sa.text(
+                        f"CREATE DATABASE {name} CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci"
+                    )
                 )
             else:
                 await conn.execute(sa.text(f'CREATE DATABASE "{name}"'))

@@ -12,9 +12,9 @@ from starlette.responses import Response
 from engine.actions.base import ActionContext
 from engine.errors import BadRequestError, ForbiddenError, ValidationError
 from engine.plans import VERSION_LABEL
+from engine.provisioning import insert_api_key
 from engine.repository import fetch_one, transaction
 from engine.responses import etag_for, json_response, public_row
-from engine.provisioning import insert_api_key
 from models.base import utcnow
 from registry.descriptors import role_at_least
 

@@ -64,7 +64,9 @@ class FunctionAction:
         return await self.func(ctx, request)
 
 
-def action(method: str, path: str, *, min_role: str = "viewer", openapi: Any = None) -> Callable[[Handler], FunctionAction]:
+def action(
+    method: str, path: str, *, min_role: str = "viewer", openapi: Any = None
+) -> Callable[[Handler], FunctionAction]:
     """Wrap an async function `(ctx, request) -> Response` as an action."""
 
     def wrap(func: Handler) -> FunctionAction:
@@ -77,9 +79,7 @@ def action_routes(actions: Sequence[Action]) -> list[BaseRoute]:
     """One Starlette route per action, each authenticating and checking the role first."""
     routes: list[BaseRoute] = []
     for act in actions:
-        routes.append(
-            Route(ACTION_PREFIX + act.path, _endpoint(act), methods=[act.method])
-        )
+        routes.append(Route(ACTION_PREFIX + act.path, _endpoint(act), methods=[act.method]))
     return routes
 
 

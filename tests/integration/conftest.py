@@ -48,7 +48,11 @@ def make_settings(database_url: str, tmp_path: Path, **overrides: object) -> Set
 async def make_tenant(rt: Runtime, slug: str) -> Tenant:
     async with rt.engine.begin() as conn:
         made = await insert_account(
-            conn, rt.tables, name=f"Tenant {slug}", slug=slug, owner_email=f"owner@{slug}.test",
+            conn,
+            rt.tables,
+            name=f"Tenant {slug}",
+            slug=slug,
+            owner_email=f"owner@{slug}.test",
             owner_password="correct horse battery",
         )
         tenant = Tenant(slug=slug, account_id=made.account_id, keys={"owner": made.api_key})

@@ -13,8 +13,14 @@ async def test_backend_round_trips_four_byte_text(db_engine: AsyncEngine) -> Non
     async with db_engine.begin() as conn:
         await conn.execute(
             account.insert().values(
-                id_random="a" * 22, name="Gala 🎉 ünïcødé", slug="gala", status="active",
-                settings={}, created_at=sa.func.now(), updated_at=sa.func.now(), version=1,
+                id_random="a" * 22,
+                name="Gala 🎉 ünïcødé",
+                slug="gala",
+                status="active",
+                settings={},
+                created_at=sa.func.now(),
+                updated_at=sa.func.now(),
+                version=1,
             )
         )
         name = (await conn.execute(sa.select(account.c.name))).scalar_one()

@@ -187,9 +187,18 @@ async def test_cascade_and_blocking_delete(api: Api) -> None:
         now = utcnow()
         file_id = new_public_id()
         await conn.execute(
-            rt.tables["file"].insert().values(
-                id_random=file_id, account_id=account_pk, name="a.txt", sha256="0" * 64,
-                size=1, mime_type="text/plain", created_at=now, updated_at=now, version=1,
+            rt.tables["file"]
+            .insert()
+            .values(
+                id_random=file_id,
+                account_id=account_pk,
+                name="a.txt",
+                sha256="0" * 64,
+                size=1,
+                mime_type="text/plain",
+                created_at=now,
+                updated_at=now,
+                version=1,
             )
         )
     await create(api, f"event/{event['id']}/event_file", {"file_id": file_id})
@@ -208,7 +217,9 @@ async def test_concurrent_updates_with_same_if_match_let_one_win(api: Api) -> No
     h = {**api.a.headers(), "If-Match": '"1"'}
 
     async def patch(n: int) -> int:
-        r = await api.client.patch(f"/v3/crud/event/{event['id']}", json={"venue": f"v{n}"}, headers=h)
+        r = await api.client.patch(
+            f"/v3/crud/event/{event['id']}", json={"venue": f"v{n}"}, headers=h
+        )
         return r.status_code
 
     statuses = await asyncio.gather(*(patch(n) for n in range(6)))
@@ -254,11 +265,15 @@ async def test_roles_and_methods(api: Api) -> None:
 
 async def test_user_password_is_write_only_and_hashed(api: Api) -> None:
     user = await create(
-        api, "user", {"email": "ed@alpha.test", "password": "a very long password", "role": "editor"}
+        api,
+        "user",
+        {"email": "ed@alpha.test", "password": "a very long password", "role": "editor"},
     )
     assert "password" not in user and "password_hash" not in user
     short = await api.client.post(
-        "/v3/crud/user", json={"email": "x@alpha.test", "password": "short"}, headers=api.a.headers()
+        "/v3/crud/user",
+        json={"email": "x@alpha.test", "password": "short"},
+        headers=api.a.headers(),
     )
     assert short.status_code == 422 and short.json()["errors"][0]["path"] == "password"
     login = await api.client.post(
@@ -302,9 +317,7 @@ async def test_revoked_api_key_is_refused_on_next_request(api: Api) -> None:
 
 async def test_system_key_acts_through_account_paths(api: Api) -> None:
     h = {"X-API-Key": api.system_key}
-    r = await api.client.post(
-        f"/v3/crud/account/{api.b.account_id}/event", json=EVENT, headers=h
-    )
+    r = await api.client.post(f"/v3/crud/account/{api.b.account_id}/event", json=EVENT, headers=h)
     assert r.status_code == 201, r.text
     assert r.json()["account_id"] == api.b.account_id
     flat = await api.client.get("/v3/crud/event", headers=h)

@@ -83,6 +83,7 @@ def test_parse_never_raises_and_accepts_only_the_shape(text: str) -> None:
         "ae_" + "a" * MAX_KEY_LENGTH,
         "ghp_" + "a" * 40,
     ],
+    ids=lambda key: f"len{len(key)}",  # random keys: ids must still match across xdist workers
 )
 def test_malformed_keys_are_refused(key: str) -> None:
     assert parse_api_key(key) is None

@@ -40,7 +40,7 @@ from engine.responses import etag_for, json_response, matches_etag, not_modified
 from engine.runtime import Runtime, get_runtime
 from engine.schemas import schema_index_response, type_schema_response
 from models.base import new_public_id, utcnow
-from registry.descriptors import ObjectType
+from registry.descriptors import ROLE_ORDER, ObjectType
 from registry.types import BodyError, WriteErrors
 
 MAX_JSON_BODY = 1024 * 1024
@@ -102,6 +102,33 @@ def _allow(method: str, allowed: tuple[str, ...]) -> None:
 def _require_role(principal: Principal, role: str, obj: ObjectType) -> None:
     if not principal.has_role(role):
         raise ForbiddenError(f"The role {principal.role!r} cannot do this on {obj.name!r}")
+
+
+def is_role_field(obj: ObjectType) -> bool:
+    """Whether `obj` has a `role` field whose values are principal roles (users, API keys)."""
+    field = obj.field("role")
+    return field is not None and set(field.enum or ()) <= set(ROLE_ORDER)
+
+
+def check_role_grant(
+    principal: Principal,
+    obj: ObjectType,
+    values: Mapping[str, Any],
+    current: Mapping[str, Any] | None = None,
+) -> None:
+    """No principal grants a role above its own, or changes a holder of a higher role.
+
+    Applies to every type with a `role` field (users, API keys): an admin cannot make an
+    owner, nor edit or delete one.
+    """
+    if not is_role_field(obj):
+        return
+    granted = values.get("role")
+    if isinstance(granted, str) and not principal.has_role(granted):
+        raise ForbiddenError("A role higher than your own cannot be granted")
+    held = (current or {}).get("role")
+    if isinstance(held, str) and not principal.has_role(held):
+        raise ForbiddenError("An object holding a role higher than your own cannot be changed")
 
 
 async def read_body(request: Request) -> bytes:
@@ -309,6 +336,7 @@ async def create_item(
         values = rt.decoders[obj.name].create(raw, supplied=supplied)
     except WriteErrors as exc:
         raise _write_errors(exc) from exc
+    check_role_grant(principal, obj, values)
     async with transaction(rt.engine, obj) as conn:
         account_id = await scope_account(conn, rt, principal, path)
         parent_id = await resolve_parent(conn, rt, path, account_id)
@@ -382,6 +410,7 @@ async def update_item(
             values = rt.decoders[obj.name].update(raw, current=public_row(current))
         except WriteErrors as exc:
             raise _write_errors(exc) from exc
+        check_role_grant(principal, obj, values, current)
         pk = int(current[PK_LABEL])
         if values:
             refs = await resolve_references(conn, rt, obj, values, account_id, {})
@@ -420,9 +449,13 @@ async def delete_item(
     async with transaction(rt.engine, obj) as conn:
         account_id = await scope_account(conn, rt, principal, path)
         parent_id = await resolve_parent(conn, rt, path, account_id)
-        current = await fetch_item(conn, plan, path.public_id, account_id, parent_id, fields=[])
+        role_field = ["role"] if is_role_field(obj) else []
+        current = await fetch_item(
+            conn, plan, path.public_id, account_id, parent_id, fields=role_field
+        )
         version = int(current[VERSION_LABEL])
         _check_if_match(request, rt, version)
+        check_role_grant(principal, obj, {}, current)
         pk = int(current[PK_LABEL])
         blockers = await blocking_types(conn, rt, obj, sa.literal(pk))
         if blockers:

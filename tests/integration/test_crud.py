@@ -322,3 +322,21 @@ async def test_system_key_acts_through_account_paths(api: Api) -> None:
     assert r.json()["account_id"] == api.b.account_id
     flat = await api.client.get("/v3/crud/event", headers=h)
     assert flat.status_code == 403
+
+
+async def test_no_role_above_your_own_can_be_granted(api: Api) -> None:
+    admin = api.a.headers("admin")
+    r = await api.client.post(
+        "/v3/crud/user", json={"email": "boss@alpha.test", "role": "owner"}, headers=admin
+    )
+    assert r.status_code == 403
+    made = await create(api, "user", {"email": "staff@alpha.test", "role": "editor"}, role="admin")
+    r = await api.client.patch(f"/v3/crud/user/{made['id']}", json={"role": "owner"}, headers=admin)
+    assert r.status_code == 403
+    owner = await create(api, "user", {"email": "co@alpha.test", "role": "owner"})
+    r = await api.client.patch(f"/v3/crud/user/{owner['id']}", json={"name": "x"}, headers=admin)
+    assert r.status_code == 403
+    r = await api.client.delete(f"/v3/crud/user/{owner['id']}", headers=admin)
+    assert r.status_code == 403
+    r = await api.client.patch(f"/v3/crud/user/{made['id']}", json={"role": "admin"}, headers=admin)
+    assert r.status_code == 200 and r.json()["role"] == "admin"

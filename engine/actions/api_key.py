@@ -9,6 +9,7 @@ import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
 
+from engine.actions import specs
 from engine.actions.base import ActionContext
 from engine.errors import BadRequestError, ForbiddenError, ValidationError
 from engine.plans import VERSION_LABEL
@@ -34,7 +35,7 @@ class CreateApiKey:
     method = "POST"
     path = "/api_key"
     min_role = "admin"
-    openapi: Any = None
+    openapi: Any = specs.API_KEY
 
     async def handle(self, ctx: ActionContext, request: Request) -> Response:
         body = await request.body()

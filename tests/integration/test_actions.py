@@ -1,0 +1,309 @@
+"""Upload and download actions (SPEC 6.1-6.3) over HTTP on every backend."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import sqlalchemy as sa
+from sqlalchemy import exc as sa_exc
+
+import engine.actions.upload as upload_module
+from engine.app import create_app
+from engine.runtime import Runtime
+from tests.integration.conftest import Api, make_settings
+
+EVENT = {"name": "Spring Gala", "starts_at": "2027-03-14T09:00:00+01:00", "code": "GALA-1"}
+PDF = b"%PDF-1.4\n" + b"slides " * 300
+PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4
+Files = list[tuple[str, tuple[str, bytes, str]]]
+
+
+async def make_event(api: Api, tenant: str = "a", code: str = "GALA-1") -> dict[str, Any]:
+    t = api.a if tenant == "a" else api.b
+    r = await api.client.post("/v3/crud/event", json={**EVENT, "code": code}, headers=t.headers())
+    assert r.status_code == 201, r.text
+    return dict(r.json())
+
+
+async def upload(
+    api: Api,
+    event_id: str,
+    files: Files,
+    meta: Any = None,
+    headers: dict[str, str] | None = None,
+    client: httpx.AsyncClient | None = None,
+) -> httpx.Response:
+    data = {} if meta is None else {"meta": json.dumps(meta)}
+    return await (client or api.client).post(
+        f"/v3/action/event/{event_id}/upload",
+        files=files,
+        data=data,
+        headers=headers or api.a.headers("editor"),
+    )
+
+
+async def counts(rt: Runtime) -> tuple[int, int]:
+    async with rt.engine.connect() as conn:
+        files = await conn.execute(sa.select(sa.func.count()).select_from(rt.tables["file"]))
+        n_files = files.scalar_one()
+        efs = await conn.execute(sa.select(sa.func.count()).select_from(rt.tables["event_file"]))
+        return int(n_files), int(efs.scalar_one())
+
+
+def blob_files(rt: Runtime) -> set[Path]:
+    return {p for p in Path(rt.settings.blob_dir).rglob("*") if p.is_file()}
+
+
+async def test_upload_then_download_every_way(api: Api) -> None:
+    event = await make_event(api)
+    meta = [
+        {"role": "slides", "title": "Deck", "position": 2},
+        {"role": "logo", "position": 5},
+    ]
+    files: Files = [
+        ("file", ("deck.pdf", PDF, "application/pdf")),
+        ("file", ("logo.png", PNG, "image/png")),
+    ]
+    r = await upload(api, event["id"], files, meta)
+    assert r.status_code == 201, r.text
+    body = r.json()
+    assert [f["sha256"] for f in body["files"]] == [
+        hashlib.sha256(PDF).hexdigest(),
+        hashlib.sha256(PNG).hexdigest(),
+    ]
+    deck, logo = body["files"]
+    assert deck["name"] == "deck.pdf" and deck["size"] == len(PDF)
+    assert deck["mime_type"] == "application/pdf" and logo["mime_type"] == "image/png"
+    h = api.a.headers("viewer")
+    got = await api.client.get(f"/v3/crud/file/{deck['id']}", headers=h)
+    assert got.status_code == 200 and got.json() == deck
+
+    listed = await api.client.get(f"/v3/crud/event/{event['id']}/event_file", headers=h)
+    assert listed.status_code == 200, listed.text
+    rows = {row["id"]: row for row in listed.json()["data"]}
+    ef_deck, ef_logo = body["event_files"]
+    assert rows[ef_deck["id"]] == ef_deck and rows[ef_logo["id"]] == ef_logo
+    assert (ef_deck["role"], ef_deck["title"], ef_deck["position"]) == ("slides", "Deck", 2)
+    assert (ef_logo["role"], ef_logo["title"], ef_logo["position"]) == ("logo", None, 5)
+    assert ef_deck["file_id"] == deck["id"] and ef_deck["event_id"] == event["id"]
+
+    for ident, expected, name in [
+        (deck["id"], PDF, "deck.pdf"),
+        (logo["id"], PNG, "logo.png"),
+        (ef_deck["id"], PDF, "deck.pdf"),
+        (ef_logo["id"], PNG, "logo.png"),
+        (event["id"], PDF, "deck.pdf"),  # lowest position
+        (f"{event['id']}?role=logo", PNG, "logo.png"),
+    ]:
+        d = await api.client.get(f"/v3/action/download/{ident}", headers=h)
+        assert d.status_code == 200, (ident, d.text)
+        assert d.content == expected
+        assert d.headers["content-disposition"].startswith("attachment")
+        assert f'filename="{name}"' in d.headers["content-disposition"]
+        sha = hashlib.sha256(expected).hexdigest()
+        assert d.headers["content-location"] == f"/v3/action/blob/{sha}"
+
+    none = await api.client.get(f"/v3/action/download/{event['id']}?role=banner", headers=h)
+    assert none.status_code == 404 and "banner" in none.json()["detail"]
+    bad_role = await api.client.get(f"/v3/action/download/{event['id']}?role=x", headers=h)
+    assert bad_role.status_code == 422
+    empty = await make_event(api, code="EMPTY")
+    e = await api.client.get(f"/v3/action/download/{empty['id']}", headers=h)
+    assert e.status_code == 404 and "no file" in e.json()["detail"]
+
+    sha = deck["sha256"]
+    blob = await api.client.get(f"/v3/action/blob/{sha}", headers=h)
+    assert blob.status_code == 200 and blob.content == PDF
+    assert (
+        blob.headers["etag"] == f'"{sha}"' and blob.headers["x-content-type-options"] == "nosniff"
+    )
+    assert "immutable" in blob.headers["cache-control"]
+    cached = await api.client.get(
+        f"/v3/action/blob/{sha}", headers={**h, "If-None-Match": f'"{sha}"'}
+    )
+    assert cached.status_code == 304 and cached.content == b""
+    part = await api.client.get(f"/v3/action/blob/{sha}", headers={**h, "Range": "bytes=5-20"})
+    assert part.status_code == 206 and part.content == PDF[5:21]
+    assert part.headers["content-range"] == f"bytes 5-20/{len(PDF)}"
+    head = await api.client.head(f"/v3/action/blob/{sha}", headers=h)
+    assert head.status_code == 200 and head.headers["content-length"] == str(len(PDF))
+    for missing in ["0" * 64, sha.upper(), "not-a-hash"]:
+        assert (await api.client.get(f"/v3/action/blob/{missing}", headers=h)).status_code == 404
+
+    # Tenant B sees neither the hash nor any of the ids.
+    hb = api.b.headers()
+    assert (await api.client.get(f"/v3/action/blob/{sha}", headers=hb)).status_code == 404
+    for ident in (deck["id"], ef_deck["id"], event["id"]):
+        other = await api.client.get(f"/v3/action/download/{ident}", headers=hb)
+        missing = await api.client.get("/v3/action/download/AAAAAAAAAAAAAAAAAAAAAA", headers=hb)
+        assert other.status_code == 404 and missing.status_code == 404
+        assert set(other.json()) == set(missing.json())
+        assert other.json()["detail"].replace(ident, "X") == missing.json()["detail"].replace(
+            "AAAAAAAAAAAAAAAAAAAAAA", "X"
+        )
+
+
+async def test_same_bytes_share_one_file_row(api: Api) -> None:
+    event = await make_event(api)
+    one = await upload(api, event["id"], [("file", ("a.pdf", PDF, "application/pdf"))])
+    two = await upload(
+        api,
+        event["id"],
+        [("file", ("b.pdf", PDF, "application/pdf")), ("file", ("c.pdf", PDF, "application/pdf"))],
+        {"role": "photo"},
+    )
+    assert one.status_code == 201 and two.status_code == 201, two.text
+    assert len(two.json()["files"]) == 1
+    assert two.json()["files"][0]["id"] == one.json()["files"][0]["id"]
+    assert two.json()["files"][0]["name"] == "a.pdf"
+    assert [ef["role"] for ef in two.json()["event_files"]] == ["photo", "photo"]
+    assert await counts(api.runtime) == (1, 3)
+    # Tenant B uploading the same bytes gets its own row, and learns nothing.
+    other = await make_event(api, tenant="b")
+    b = await upload(
+        api, other["id"], [("file", ("a.pdf", PDF, "application/pdf"))], headers=api.b.headers()
+    )
+    assert b.status_code == 201 and b.json()["files"][0]["id"] != one.json()["files"][0]["id"]
+    assert set(b.json()) == {"files", "event_files"}
+    assert await counts(api.runtime) == (2, 4)
+
+
+async def test_upload_refusals(api: Api) -> None:
+    event = await make_event(api)
+    other = await make_event(api, tenant="b")
+    files: Files = [("file", ("a.pdf", PDF, "application/pdf"))]
+    before = blob_files(api.runtime)
+    cross = await upload(api, other["id"], files)
+    assert cross.status_code == 404
+    viewer = await upload(api, event["id"], files, headers=api.a.headers("viewer"))
+    assert viewer.status_code == 403
+    system = await upload(api, event["id"], files, headers={"X-API-Key": api.system_key})
+    assert system.status_code == 403
+    for meta, path in [
+        ({"role": "poster"}, "meta.role"),
+        ({"title": "x" * 201}, "meta.title"),
+        ([{"position": "one"}], "meta[0].position"),
+        ([{}, {}], "meta"),
+        ({"colour": "red"}, "meta"),
+    ]:
+        r = await upload(api, event["id"], files, meta)
+        assert r.status_code == 422, (meta, r.text)
+        assert r.json()["errors"][0]["path"].startswith(path), (meta, r.json())
+    assert await counts(api.runtime) == (0, 0)
+    assert blob_files(api.runtime) == before
+
+
+async def test_upload_over_limit_keeps_nothing(api: Api, database_url: str, tmp_path: Path) -> None:
+    event = await make_event(api)
+    settings = make_settings(database_url, tmp_path, upload_max_bytes=1000)
+    app = create_app(settings)
+    small: Runtime = app.state.runtime
+    try:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://aether.test") as client:
+            before = blob_files(small)
+            ok = await upload(
+                api, event["id"], [("file", ("s.txt", b"small", "text/plain"))], client=client
+            )
+            assert ok.status_code == 201, ok.text
+            mid = blob_files(small)
+            assert len(mid) == len(before) + 1
+            big = await upload(
+                api,
+                event["id"],
+                [
+                    ("file", ("a.bin", b"\x00" * 600, "application/octet-stream")),
+                    ("file", ("b.bin", b"\x01" * 600, "application/octet-stream")),
+                ],
+                client=client,
+            )
+            assert big.status_code == 413, big.text
+            assert await counts(small) == (1, 1)
+            assert blob_files(small) == mid
+    finally:
+        await small.close()
+
+
+async def test_idempotency_key_replays_without_writing(api: Api) -> None:
+    event = await make_event(api)
+    files: Files = [("file", ("a.pdf", PDF, "application/pdf"))]
+    h = {**api.a.headers("editor"), "Idempotency-Key": "retry-1"}
+    first = await upload(api, event["id"], files, headers=h)
+    assert first.status_code == 201
+    snapshot = await counts(api.runtime)
+    again = await upload(api, event["id"], files, headers=h)
+    assert again.status_code == 201 and again.json() == first.json()
+    assert await counts(api.runtime) == snapshot
+    different = await upload(api, event["id"], [("file", ("b.png", PNG, "image/png"))], headers=h)
+    assert different.status_code == 422
+    assert await counts(api.runtime) == snapshot
+    # The key is scoped by principal: another key of the account starts afresh.
+    fresh = await upload(
+        api, event["id"], files, headers={**api.a.headers("owner"), "Idempotency-Key": "retry-1"}
+    )
+    assert fresh.status_code == 201
+    assert fresh.json()["event_files"][0]["id"] != first.json()["event_files"][0]["id"]
+
+
+async def test_hostile_names_and_active_content(api: Api) -> None:
+    event = await make_event(api)
+    html = b"<html><script>alert(1)</script></html>"
+    r = await upload(
+        api,
+        event["id"],
+        [
+            ("file", ("../../etc/passwd", b"root:x:0:0", "text/plain")),
+            ("file", ("page.html", html, "text/html")),
+        ],
+    )
+    assert r.status_code == 201, r.text
+    passwd, page = r.json()["files"]
+    assert "/" not in passwd["name"] and ".." not in passwd["name"] and passwd["name"]
+    d = await api.client.get(f"/v3/action/download/{page['id']}", headers=api.a.headers("viewer"))
+    assert d.status_code == 200 and d.content == html
+    assert d.headers["content-disposition"].startswith("attachment")
+    assert "sandbox" in d.headers["content-security-policy"]
+    assert d.headers["x-content-type-options"] == "nosniff"
+    blob = await api.client.get(f"/v3/action/blob/{page['sha256']}", headers=api.a.headers())
+    assert blob.headers["content-disposition"].startswith("attachment")
+    assert "sandbox" in blob.headers["content-security-policy"]
+
+
+async def test_database_failure_leaves_no_rows_and_no_blob(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    event = await make_event(api)
+    before = blob_files(api.runtime)
+
+    async def broken(*args: object, **kwargs: object) -> list[int]:
+        raise sa_exc.OperationalError("INSERT", {}, Exception("connection lost"))
+
+    monkeypatch.setattr(upload_module, "insert_event_files", broken)
+    r = await upload(api, event["id"], [("file", ("a.pdf", PDF, "application/pdf"))])
+    assert r.status_code in (500, 503), r.text
+    assert r.headers["content-type"].startswith("application/problem+json")
+    assert await counts(api.runtime) == (0, 0)
+    assert blob_files(api.runtime) == before
+    monkeypatch.undo()
+    ok = await upload(api, event["id"], [("file", ("a.pdf", PDF, "application/pdf"))])
+    assert ok.status_code == 201
+
+
+async def test_concurrent_same_content_uploads_share_one_row(api: Api) -> None:
+    event = await make_event(api)
+    content = b"same bytes raced " * 64
+    results = await asyncio.gather(
+        *(
+            upload(api, event["id"], [("file", (f"r{i}.txt", content, "text/plain"))])
+            for i in range(4)
+        )
+    )
+    assert [r.status_code for r in results] == [201] * 4, [r.text for r in results]
+    assert len({r.json()["files"][0]["id"] for r in results}) == 1
+    assert await counts(api.runtime) == (1, 4)

@@ -1,0 +1,207 @@
+"""Search and list over HTTP on every backend: include without N+1, keyset pages, limits."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import sqlalchemy as sa
+
+from tests.integration.conftest import Api
+
+
+async def _seed_events(api: Api, n: int, sessions: int = 0, prefix: str = "Event") -> list[str]:
+    ids = []
+    for i in range(n):
+        r = await api.client.post(
+            "/v3/crud/event",
+            json={"name": f"{prefix} {i:03d}", "starts_at": f"2027-01-{1 + i % 28:02d}T10:00:00Z"},
+            headers=api.a.headers(),
+        )
+        assert r.status_code == 201, r.text
+        ids.append(r.json()["id"])
+        for s in range(sessions):
+            r = await api.client.post(
+                f"/v3/crud/event/{ids[-1]}/event_session",
+                json={"title": f"S{s}", "starts_at": "2027-01-01T10:00:00Z", "room": f"R{s}"},
+                headers=api.a.headers(),
+            )
+            assert r.status_code == 201
+    return ids
+
+
+class StatementCounter:
+    def __init__(self, api: Api) -> None:
+        self.count = 0
+        self.engine = api.runtime.engine.sync_engine
+
+    def __enter__(self) -> StatementCounter:
+        sa.event.listen(self.engine, "before_cursor_execute", self._hit)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        sa.event.remove(self.engine, "before_cursor_execute", self._hit)
+
+    def _hit(self, *args: Any) -> None:
+        self.count += 1
+
+
+async def test_include_two_levels_costs_the_same_for_5_or_50_results(api: Api) -> None:
+    await _seed_events(api, 50, sessions=1)
+    body = {"include": ["event_session", "account"], "limit": 50, "count": True}
+
+    async def count_for(limit: int) -> tuple[int, dict[str, Any]]:
+        with StatementCounter(api) as counter:
+            r = await api.client.post(
+                "/v3/crud/event/search", json={**body, "limit": limit}, headers=api.a.headers()
+            )
+        assert r.status_code == 200, r.text
+        return counter.count, r.json()
+
+    small, _ = await count_for(5)
+    large, page = await count_for(50)
+    assert small == large, (small, large)
+    assert len(page["data"]) == 50 and page["total"] == 50
+    first = page["data"][0]
+    assert len(first["event_session"]) == 1
+    assert first["event_session"][0]["event_id"] == first["id"]
+    assert first["account"]["id"] == api.a.account_id
+
+
+async def test_dotted_include_through_a_child_to_a_reference(api: Api) -> None:
+    (event,) = await _seed_events(api, 1)
+    r = await api.client.get(f"/v3/crud/event/{event}?fields=name", headers=api.a.headers())
+    assert r.json() == {"id": event, "name": "Event 000"}
+    r = await api.client.get(
+        "/v3/crud/event",
+        params={"include": "event_file.file,event_session", "fields": "name"},
+        headers=api.a.headers(),
+    )
+    assert r.status_code == 200, r.text
+    item = r.json()["data"][0]
+    assert item["event_file"] == [] and item["event_session"] == []
+
+
+async def test_keyset_pages_survive_concurrent_inserts(api: Api) -> None:
+    await _seed_events(api, 23)
+    seen: list[str] = []
+    cursor = None
+    pages = 0
+    while True:
+        params: dict[str, Any] = {"limit": 5, "sort": "name"}
+        if cursor:
+            params["after"] = cursor
+        r = await api.client.get("/v3/crud/event", params=params, headers=api.a.headers())
+        assert r.status_code == 200, r.text
+        page = r.json()
+        seen.extend(item["id"] for item in page["data"])
+        pages += 1
+        # rows inserted between pages, before and after the cursor position
+        await _seed_events(api, 1, prefix="AAA inserted")
+        await _seed_events(api, 1, prefix="ZZZ inserted")
+        cursor = page["next"]
+        if cursor is None:
+            break
+        assert pages < 50
+    assert len(seen) == len(set(seen)), "a row came twice"
+    originals = await api.client.get(
+        "/v3/crud/event/search",
+        headers=api.a.headers(),
+    )
+    assert originals.status_code == 405  # search is POST only
+    r = await api.client.post(
+        "/v3/crud/event/search",
+        json={"filter": {"name": {"_startswith": "Event"}}, "limit": 500},
+        headers=api.a.headers(),
+    )
+    original_ids = {item["id"] for item in r.json()["data"]}
+    assert original_ids <= set(seen), "a row that existed at the start was skipped"
+
+
+async def test_cursor_is_bound_to_its_query_and_tamper_evident(api: Api) -> None:
+    await _seed_events(api, 3)
+    r = await api.client.get("/v3/crud/event?limit=1&sort=name", headers=api.a.headers())
+    cursor = r.json()["next"]
+    assert cursor
+    other = await api.client.get(
+        "/v3/crud/event",
+        params={"limit": 1, "sort": "-name", "after": cursor},
+        headers=api.a.headers(),
+    )
+    assert other.status_code == 400
+    forged = cursor[:-2] + ("AA" if not cursor.endswith("AA") else "BB")
+    r = await api.client.get(
+        "/v3/crud/event",
+        params={"limit": 1, "sort": "name", "after": forged},
+        headers=api.a.headers(),
+    )
+    assert r.status_code == 400
+    assert r.headers["content-type"] == "application/problem+json"
+
+
+async def test_filter_parameter_and_limits(api: Api) -> None:
+    await _seed_events(api, 3)
+    r = await api.client.get(
+        "/v3/crud/event",
+        params={
+            "filter": json.dumps({"name": {"_in": ["Event 001", "Event 002"]}}),
+            "count": "true",
+        },
+        headers=api.a.headers(),
+    )
+    assert r.status_code == 200 and r.json()["total"] == 2
+    deep: dict[str, Any] = {"name": "x"}
+    for _ in range(9):
+        deep = {"_not": deep}
+    r = await api.client.post(
+        "/v3/crud/event/search", json={"filter": deep}, headers=api.a.headers()
+    )
+    assert r.status_code == 422 and r.json()["errors"][0]["path"].startswith("filter")
+    r = await api.client.post(
+        "/v3/crud/event/search",
+        json={"filter": {"name": {"_in": [str(i) for i in range(1001)]}}},
+        headers=api.a.headers(),
+    )
+    assert r.status_code == 422 and r.json()["errors"][0]["path"] == "filter.name._in"
+    r = await api.client.get("/v3/crud/event?limit=abc", headers=api.a.headers())
+    assert r.status_code == 422 and r.json()["errors"][0]["path"] == "limit"
+    r = await api.client.get("/v3/crud/event?limit=501", headers=api.a.headers())
+    assert r.status_code == 422
+    r = await api.client.post("/v3/crud/event/search", content=b"{", headers=api.a.headers())
+    assert r.status_code == 400
+    r = await api.client.post(
+        "/v3/crud/event/search", content=b"[" * 100_000, headers=api.a.headers()
+    )
+    assert r.status_code in (400, 413)
+    r = await api.client.post(
+        "/v3/crud/event/search",
+        content=b'{"filter": {"name": "' + b"x" * (1024 * 1024) + b'"}}',
+        headers=api.a.headers(),
+    )
+    assert r.status_code == 413
+    r = await api.client.post(
+        "/v3/crud/event/search",
+        json={"filter": {"password": "x"}},
+        headers=api.a.headers(),
+    )
+    assert r.status_code == 422
+
+
+async def test_search_is_case_sensitive_where_the_spec_says(api: Api) -> None:
+    await _seed_events(api, 1, prefix="Gala")
+    headers = api.a.headers()
+
+    async def total(flt: dict[str, Any]) -> int:
+        r = await api.client.post(
+            "/v3/crud/event/search", json={"filter": flt, "count": True}, headers=headers
+        )
+        assert r.status_code == 200, r.text
+        return int(r.json()["total"])
+
+    assert await total({"name": {"_eq": "gala 000"}}) == 0
+    assert await total({"name": {"_eq": "Gala 000"}}) == 1
+    assert await total({"name": {"_contains": "gala"}}) == 0
+    assert await total({"name": {"_icontains": "GALA"}}) == 1
+    assert await total({"name": {"_ilike": "gALa%"}}) == 1
+    assert await total({"name": {"_like": "gala%"}}) == 0
+    assert await total({"name": {"_contains": "%"}}) == 0

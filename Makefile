@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 PYTEST_WORKERS ?= 2
 
 .DEFAULT_GOAL := help
-.PHONY: help run test test-unit lint fmt typecheck check migrate demo clean fuzz
+.PHONY: help run test test-unit lint fmt typecheck check migrate demo clean fuzz bench
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "} {printf "  %-10s %s\n", $$1, $$2}'
@@ -43,6 +43,9 @@ fmt: $(STAMP) ## format and fix what ruff can
 	$(BIN)/ruff check --fix .
 
 check: lint test ## what CI runs
+
+bench: $(STAMP) ## requests per second and latency of the main routes (real server, SQLite)
+	$(BIN)/python -m tests.bench.run
 
 migrate: $(STAMP) ## bring the database in AE_DATABASE_URL to the latest migration
 	$(BIN)/aether migrate

@@ -29,6 +29,7 @@ from engine.errors import (
     PreconditionFailedError,
     PreconditionRequiredError,
     ServiceUnavailableError,
+    UnsupportedMediaTypeError,
     ValidationError,
 )
 from engine.listing import run_list, run_search
@@ -133,6 +134,9 @@ def check_role_grant(
 
 async def read_body(request: Request) -> bytes:
     """The request body, refused past 1 MiB without reading the rest."""
+    encoding = request.headers.get("content-encoding", "identity").strip().lower()
+    if encoding not in ("", "identity"):
+        raise UnsupportedMediaTypeError("Compressed request bodies are not accepted")
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > MAX_JSON_BODY:
         raise PayloadTooLargeError("JSON bodies are limited to 1 MiB")

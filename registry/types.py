@@ -230,7 +230,8 @@ class WriteDecoder:
                 message, sub = _message(exc)
                 errors.append(FieldError(name + sub, message))
                 continue
-            except (msgspec.DecodeError, RecursionError) as exc:
+            except (msgspec.DecodeError, RecursionError, UnicodeDecodeError) as exc:
+                # Raw keeps a value's bytes unchecked, so bad UTF-8 only shows up here.
                 errors.append(FieldError(name, f"malformed value: {exc}"))
                 continue
             problem = _extra_checks(field, decoded)

@@ -36,7 +36,9 @@ def rfc3339(value: dt.datetime, offset_minutes: int) -> str:
 
 def datetimes() -> st.SearchStrategy[str]:
     moments = st.datetimes(
-        min_value=dt.datetime(2019, 1, 1), max_value=dt.datetime(2031, 1, 1), timezones=st.just(dt.UTC)
+        min_value=dt.datetime(2019, 1, 1),
+        max_value=dt.datetime(2031, 1, 1),
+        timezones=st.just(dt.UTC),
     )
     return st.builds(rfc3339, moments, st.sampled_from([0, 0, 60, -300, 330, 840]))
 
@@ -52,7 +54,8 @@ def scalar_values(obj: ObjectType, field: FieldInfo, pools: Pools) -> st.SearchS
         other = st.sampled_from(field.enum or ("x",))
     elif kind == "integer":
         other = st.one_of(
-            st.integers(-3, 1003), st.sampled_from([2**31, -(2**31) - 1, 2**40, 2**63 - 1, -(2**63)])
+            st.integers(-3, 1003),
+            st.sampled_from([2**31, -(2**31) - 1, 2**40, 2**63 - 1, -(2**63)]),
         )
     elif kind == "number":
         other = st.floats(-1e6, 1e6, allow_nan=False)
@@ -126,7 +129,9 @@ def filters(
     obj = registry[type_name]
     entries: list[st.SearchStrategy[tuple[str, Any]]] = [field_entries(obj, pools)]
     if depth > 0:
-        nested = st.deferred(lambda: filters(registry, type_name, pools, depth=depth - 1, types=types))
+        nested = st.deferred(
+            lambda: filters(registry, type_name, pools, depth=depth - 1, types=types)
+        )
         entries.append(st.tuples(st.sampled_from(["_and", "_or"]), st.lists(nested, max_size=3)))
         entries.append(st.tuples(st.just("_not"), nested))
         for rel in (obj.parent, *obj.references, *obj.children):

@@ -284,8 +284,14 @@ def test_role_hides_relations_it_cannot_read() -> None:
 
 WRAPPERS = {
     # type -> [(wrapper name, target type)]
-    "event": [("_not", "event"), ("_and", "event"), ("_or", "event"), ("account", "account"),
-              ("event_session", "event_session"), ("event_person", "event_person")],
+    "event": [
+        ("_not", "event"),
+        ("_and", "event"),
+        ("_or", "event"),
+        ("account", "account"),
+        ("event_session", "event_session"),
+        ("event_person", "event_person"),
+    ],
     "event_session": [("_not", "event_session"), ("_or", "event_session"), ("event", "event")],
     "event_person": [("_and", "event_person"), ("event", "event")],
     "account": [("_not", "account"), ("event", "event")],
@@ -475,10 +481,28 @@ def test_signature_depends_on_filter_and_sort() -> None:
 @given(
     st.recursive(
         st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=5),
-        lambda inner: st.lists(inner, max_size=3)
-        | st.dictionaries(st.sampled_from(["name", "_or", "_and", "_not", "_in", "account",
-                                           "event_session", "_some", "x", "_eq", "capacity"]),
-                          inner, max_size=3),
+        lambda inner: (
+            st.lists(inner, max_size=3)
+            | st.dictionaries(
+                st.sampled_from(
+                    [
+                        "name",
+                        "_or",
+                        "_and",
+                        "_not",
+                        "_in",
+                        "account",
+                        "event_session",
+                        "_some",
+                        "x",
+                        "_eq",
+                        "capacity",
+                    ]
+                ),
+                inner,
+                max_size=3,
+            )
+        ),
         max_leaves=20,
     )
 )

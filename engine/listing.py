@@ -25,6 +25,7 @@ from engine.principal import Principal
 from engine.repository import fetch_all, transaction
 from engine.responses import json_response, public_row
 from engine.runtime import Runtime
+from engine.scoping import parent_condition, resolve_parent, scope_account
 from engine.search import (
     compile_filter,
     compile_order,
@@ -114,8 +115,6 @@ async def run_search(
 async def execute_search(
     rt: Runtime, principal: Principal, path: CrudPath, spec: SearchSpec
 ) -> Response:
-    from engine.crud import parent_condition, resolve_parent, scope_account
-
     obj = path.obj
     assert obj is not None
     plan = rt.plans[obj.name]

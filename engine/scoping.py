@@ -1,0 +1,114 @@
+"""Where a request may reach: the account it is scoped to, its ancestors, its references.
+
+Every statement the engine runs on behalf of a principal is scoped to one account (or, for a
+system key listing accounts, to none). Ancestors in a nested path and public ids in a body are
+resolved to internal keys inside that account; anything outside it is "not found".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from engine.errors import ForbiddenError, NotFoundError, ValidationError
+from engine.paths import CrudPath
+from engine.plans import ReadPlan
+from engine.principal import Principal
+from engine.runtime import Runtime
+from registry.descriptors import ObjectType
+
+
+async def scope_account(
+    conn: AsyncConnection, rt: Runtime, principal: Principal, path: CrudPath
+) -> int | None:
+    """The internal account id every statement of this request is scoped to.
+
+    A tenant is scoped to its own account. A system key acts inside the account named at
+    the root of the path (`/v3/crud/account/{id}/...`), or across accounts when it lists
+    accounts themselves.
+    """
+    if not principal.is_system:
+        return principal.account_id
+    if path.ancestors and path.ancestors[0].obj.name == "account":
+        account = rt.tables["account"]
+        found = (
+            await conn.execute(
+                sa.select(account.c.id).where(account.c.id_random == path.ancestors[0].public_id)
+            )
+        ).scalar()
+        if found is None:
+            raise NotFoundError("No account with that id")
+        return int(found)
+    if path.obj is not None and path.obj.name == "account":
+        return None
+    raise ForbiddenError("A system key acts in an account through /v3/crud/account/{id}/...")
+
+
+async def resolve_parent(
+    conn: AsyncConnection, rt: Runtime, path: CrudPath, account_id: int | None
+) -> int | None:
+    """The internal key of the nearest ancestor in the path, checking the whole chain."""
+    if not path.ancestors:
+        return None
+    aliases = [rt.tables[s.obj.table].alias(f"anc{i}") for i, s in enumerate(path.ancestors)]
+    conditions: list[sa.ColumnElement[bool]] = []
+    for i, (step, alias) in enumerate(zip(path.ancestors, aliases, strict=True)):
+        conditions.append(alias.c.id_random == step.public_id)
+        if account_id is not None:
+            column = alias.c.id if step.obj.name == "account" else alias.c.account_id
+            conditions.append(column == account_id)
+        if i > 0:
+            assert step.obj.parent is not None
+            conditions.append(alias.c[step.obj.parent.field] == aliases[i - 1].c.id)
+    found = (await conn.execute(sa.select(aliases[-1].c.id).where(*conditions))).scalar()
+    if found is None:
+        last = path.ancestors[-1]
+        raise NotFoundError(f"No {last.obj.name} with that id")
+    return int(found)
+
+
+def parent_condition(plan: ReadPlan, parent_id: int | None) -> sa.ColumnElement[bool]:
+    parent = plan.obj.parent
+    if parent_id is None or parent is None:
+        return sa.true()
+    return plan.table.c[parent.field] == parent_id
+
+
+async def resolve_references(
+    conn: AsyncConnection,
+    rt: Runtime,
+    obj: ObjectType,
+    values: Mapping[str, Any],
+    account_id: int | None,
+    known: Mapping[str, int],
+) -> dict[str, int | None]:
+    """Internal keys for the reference fields in `values` (public ids), in the account."""
+    resolved: dict[str, int | None] = {}
+    missing: list[dict[str, str]] = []
+    for field in obj.fields:
+        if field.kind != "reference" or field.name not in values or field.read_only:
+            continue
+        public = values[field.name]
+        if public is None:
+            resolved[field.column] = None
+            continue
+        if field.name in known:
+            resolved[field.column] = known[field.name]
+            continue
+        target = rt.registry[field.references or ""]
+        table = rt.tables[target.table]
+        stmt = sa.select(table.c.id).where(table.c.id_random == public)
+        if account_id is not None:
+            scope = table.c.id if target.name == "account" else table.c.account_id
+            stmt = stmt.where(scope == account_id)
+        found = (await conn.execute(stmt)).scalar()
+        if found is None:
+            missing.append({"path": field.name, "message": f"no {target.name} with this id"})
+        else:
+            resolved[field.column] = int(found)
+    if missing:
+        raise ValidationError(missing)
+    return resolved

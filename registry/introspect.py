@@ -86,6 +86,8 @@ class _Introspector:
                 raise self._fail(table, f"parent column {col.name!r} is not a foreign key")
             return col
         if self._is_tenant_owned(table) and table.name != TENANT_TABLE:
+            if "account_id" not in table.columns:
+                raise self._fail(table, "a tenant-owned table without account_id (use TenantMixin)")
             return table.columns["account_id"]
         return None
 

@@ -29,6 +29,7 @@ logger = logging.getLogger(__name__)
 
 _UNIQUE_CODES = {"1062", "23505"}
 _FK_CODES = {"1451", "1452", "23503"}
+_MISSING_TABLE_CODES = {"1146", "42P01"}  # MariaDB, PostgreSQL (SQLite: OperationalError)
 _CONSTRAINT_RE = re.compile(r"(uq_[a-z0-9_]+|fk_[a-z0-9_]+)")
 _SQLITE_UNIQUE_RE = re.compile(r"UNIQUE constraint failed: ([\w., ]+)")
 
@@ -99,6 +100,13 @@ async def translate_errors(obj: ObjectType | None = None) -> AsyncIterator[None]
         if code in _FK_CODES:
             raise ConflictError("The change would break a reference between objects") from exc
         raise ValidationError.single("", "the values break a database constraint") from exc
+    except sa_exc.ProgrammingError as exc:
+        if _code(exc) in _MISSING_TABLE_CODES:
+            logger.warning("database schema missing: run `aether migrate`")
+            raise ServiceUnavailableError(
+                "The database is not migrated yet; retry shortly"
+            ) from exc
+        raise
     except (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.TimeoutError) as exc:
         logger.warning("database unavailable: %s", type(exc).__name__)
         raise ServiceUnavailableError("The database is not answering; retry shortly") from exc

@@ -54,7 +54,8 @@ def create_engine(settings: Settings, **overrides: Any) -> AsyncEngine:
     """The process's engine for `settings.database_url`, configured for its dialect."""
     url = normalise_url(settings.database_url)
     backend = url.get_backend_name()
-    kwargs: dict[str, Any] = {"pool_pre_ping": True}
+    # Pre-ping survives a database restart; an embedded SQLite file never goes away.
+    kwargs: dict[str, Any] = {"pool_pre_ping": backend != "sqlite"}
     if backend == "sqlite":
         kwargs["connect_args"] = {"timeout": settings.db_pool_timeout}
         if url.database in (None, "", ":memory:"):

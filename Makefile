@@ -44,6 +44,10 @@ fmt: $(STAMP) ## format and fix what ruff can
 
 check: lint test ## what CI runs
 
+fuzz: $(STAMP) ## schemathesis against a real server on a fresh SQLite DB (bounded; not in `make test`)
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[fuzz]'
+	$(BIN)/python -m tests.fuzz.run_schemathesis --max-examples 20 --max-time 150
+
 bench: $(STAMP) ## requests per second and latency of the main routes (real server, SQLite)
 	$(BIN)/python -m tests.bench.run
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import unquote
 
 import msgspec
 import sqlalchemy as sa
@@ -51,13 +52,14 @@ from registry.descriptors import ROLE_ORDER, ObjectType
 from registry.types import BodyError, WriteErrors
 
 MAX_JSON_BODY = 1024 * 1024
+CRUD_PREFIX = "/v3/crud/"
 ID_ATTEMPTS = 3
 
 
 async def crud_endpoint(request: Request) -> Response:
     """The single entry point for `/v3/crud/{path}`."""
     rt = get_runtime(request)
-    path = parse_crud_path(request.path_params["path"], rt.registry)
+    path = parse_crud_path(crud_segments(request), rt.registry)
     principal = await authenticate(request)
     method = request.method
     if path.target == "index":
@@ -87,6 +89,18 @@ async def crud_endpoint(request: Request) -> Response:
     if method == "PATCH":
         return await update_item(request, rt, principal, path)
     return await delete_item(request, rt, principal, path)
+
+
+def crud_segments(request: Request) -> list[str]:
+    """The path segments after `/v3/crud/`, split before percent-decoding.
+
+    An encoded slash (`%2F`) stays inside its segment, so it can never split an id in two
+    or turn an item URL into a collection URL.
+    """
+    raw = request.scope.get("raw_path") or request.scope["path"].encode()
+    text = raw.decode("latin-1").split("?", 1)[0]
+    _, _, rest = text.partition(CRUD_PREFIX)
+    return [unquote(part) for part in rest.split("/")] if rest.strip("/") else []
 
 
 def _allowed_methods(obj: ObjectType, path: CrudPath) -> tuple[str, ...]:

@@ -41,9 +41,14 @@ def is_public_id(value: str) -> bool:
     return bool(PUBLIC_ID_RE.match(value))
 
 
-def parse_crud_path(path: str, registry: Registry) -> CrudPath:
-    """Interpret the part of the URL after `/v3/crud/`."""
-    segments = path.strip("/").split("/") if path.strip("/") else []
+def parse_crud_path(segments: list[str], registry: Registry) -> CrudPath:
+    """Interpret the (percent-decoded) segments of the URL after `/v3/crud/`.
+
+    One trailing empty segment (a trailing slash) is ignored; any other empty segment,
+    as in `event//x`, names nothing.
+    """
+    if segments and segments[-1] == "":
+        segments = segments[:-1]
     if not segments:
         raise NotFoundError("No object type named in the path")
     if segments == ["schema"]:

@@ -25,6 +25,12 @@ from registry.descriptors import FieldInfo, ObjectType
 PUBLIC_ID_PATTERN = r"^[A-Za-z0-9_-]{22}$"
 EMAIL_PATTERN = r"^[^@\s\x00-\x1f]{1,64}@[^@\s\x00-\x1f]+\.[^@\s\x00-\x1f]+$"
 _INT64 = (-(2**63), 2**63 - 1)
+#: RFC 3339 date-time as JSON text, offset required (what JSON Schema's date-time means).
+RFC3339_JSON = re.compile(
+    rb'^\s*"\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})"\s*$'
+)
+#: JSON columns nest at most this deep (MariaDB's JSON_VALID refuses 32 levels).
+MAX_JSON_DEPTH = 31
 
 
 class FieldError(msgspec.Struct, frozen=True):
@@ -41,6 +47,17 @@ class BodyError(Exception):
         self.malformed = malformed
 
 
+def python_pattern(pattern: str) -> str:
+    """The ECMA-262 `pattern` for Python's `re.search`: a final `$` becomes `\\Z`.
+
+    In Python `$` also matches before a trailing newline; in ECMA-262 (and JSON Schema)
+    it does not, so `"GALA\\n"` must not pass `^[A-Z]+$`.
+    """
+    if pattern.endswith("$") and not pattern.endswith("\\$"):
+        return pattern[:-1] + "\\Z"
+    return pattern
+
+
 def _meta(field: FieldInfo) -> msgspec.Meta | None:
     kwargs: dict[str, Any] = {}
     if field.kind in ("string",):
@@ -49,9 +66,9 @@ def _meta(field: FieldInfo) -> msgspec.Meta | None:
         if field.min_length is not None:
             kwargs["min_length"] = field.min_length
         if field.pattern:
-            kwargs["pattern"] = field.pattern
+            kwargs["pattern"] = python_pattern(field.pattern)
         elif field.format == "email":
-            kwargs["pattern"] = EMAIL_PATTERN
+            kwargs["pattern"] = python_pattern(EMAIL_PATTERN)
     if field.kind in ("integer", "number"):
         if field.minimum is not None:
             kwargs["ge"] = field.minimum
@@ -93,6 +110,8 @@ def schema_type(schema: Mapping[str, Any], name: str = "Value") -> Any:
         "exclusiveMinimum": "gt",
     }
     kwargs = {meta_map[k]: v for k, v in schema.items() if k in meta_map}
+    if "pattern" in kwargs:
+        kwargs["pattern"] = python_pattern(kwargs["pattern"])
     base: Any = {"string": str, "number": float, "integer": int, "boolean": bool}.get(
         str(kind), Any
     )
@@ -103,7 +122,7 @@ def field_type(field: FieldInfo) -> Any:
     """The msgspec type a written value of `field` must decode as (None allowed if nullable)."""
     base: Any
     if field.kind in ("id", "reference"):
-        base = Annotated[str, msgspec.Meta(pattern=PUBLIC_ID_PATTERN)]
+        base = Annotated[str, msgspec.Meta(pattern=python_pattern(PUBLIC_ID_PATTERN))]
     elif field.kind == "enum":
         base = Literal[tuple(field.enum or ())]
     elif field.kind == "string":
@@ -152,7 +171,22 @@ def _extra_checks(field: FieldInfo, value: Any) -> str | None:
             return "must be an IANA time zone name such as Europe/Paris or UTC"
     if isinstance(value, list | dict) and _contains_nul(value):
         return "must not contain NUL characters"
+    if isinstance(value, list | dict) and _depth(value) > MAX_JSON_DEPTH:
+        return f"must not nest deeper than {MAX_JSON_DEPTH} levels"
+    if isinstance(value, dt.datetime) and value.tzinfo is not None:
+        try:  # year 1 at +01:00 or year 9999 at -01:00 has no UTC equivalent to store
+            value.astimezone(dt.UTC)
+        except OverflowError:
+            return "datetime out of range once converted to UTC"
     return None
+
+
+def _depth(value: Any) -> int:
+    if isinstance(value, dict):
+        return 1 + max((_depth(v) for v in value.values()), default=0)
+    if isinstance(value, list):
+        return 1 + max((_depth(v) for v in value), default=0)
+    return 0
 
 
 def _contains_nul(value: Any) -> bool:
@@ -224,12 +258,23 @@ class WriteDecoder:
             if field.write_once and not creating:
                 errors.append(FieldError(name, "can only be set when the object is created"))
                 continue
+            text = bytes(value)
+            if (
+                field.kind == "datetime"
+                and text.strip() != b"null"
+                and not RFC3339_JSON.match(text)
+            ):
+                errors.append(FieldError(name, "expected an RFC 3339 date-time with an offset"))
+                continue
             try:
                 decoded = self._decoders[name].decode(value)
             except msgspec.ValidationError as exc:
-                message, sub = _message(exc)
-                errors.append(FieldError(name + sub, message))
-                continue
+                integral = self._integral(field, value)
+                if integral is None:
+                    message, sub = _message(exc)
+                    errors.append(FieldError(name + sub, message))
+                    continue
+                decoded = integral
             except (msgspec.DecodeError, RecursionError, UnicodeDecodeError) as exc:
                 # Raw keeps a value's bytes unchecked, so bad UTF-8 only shows up here.
                 errors.append(FieldError(name, f"malformed value: {exc}"))
@@ -242,6 +287,19 @@ class WriteDecoder:
                 decoded = msgspec.to_builtins(decoded)
             values[name] = decoded
         return values
+
+    def _integral(self, field: FieldInfo, value: msgspec.Raw) -> int | None:
+        """`10.0` for an integer field, as JSON Schema's `integer` allows; None otherwise."""
+        if field.kind != "integer":
+            return None
+        try:
+            number = msgspec.json.decode(value, type=float)
+            if not number.is_integer():
+                return None
+            checked: int = self._decoders[field.name].decode(str(int(number)).encode())
+        except (msgspec.ValidationError, msgspec.DecodeError, OverflowError, ValueError):
+            return None
+        return checked
 
     def create(
         self, raw: Mapping[str, msgspec.Raw], *, supplied: Mapping[str, Any]

@@ -1,0 +1,1 @@
+"""Fuzzing the running API with schemathesis (`make fuzz`), and the server it runs against."""

@@ -20,17 +20,16 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from engine.authenticate import authenticate
+from engine.bodies import read_body
 from engine.errors import (
     BadRequestError,
     ConflictError,
     ForbiddenError,
     MethodNotAllowedError,
     NotFoundError,
-    PayloadTooLargeError,
     PreconditionFailedError,
     PreconditionRequiredError,
     ServiceUnavailableError,
-    UnsupportedMediaTypeError,
     ValidationError,
 )
 from engine.listing import run_list, run_search
@@ -51,7 +50,6 @@ from models.base import new_public_id, utcnow
 from registry.descriptors import ROLE_ORDER, ObjectType
 from registry.types import BodyError, WriteErrors
 
-MAX_JSON_BODY = 1024 * 1024
 CRUD_PREFIX = "/v3/crud/"
 ID_ATTEMPTS = 3
 
@@ -150,24 +148,6 @@ def check_role_grant(
     held = (current or {}).get("role")
     if isinstance(held, str) and not principal.has_role(held):
         raise ForbiddenError("An object holding a role higher than your own cannot be changed")
-
-
-async def read_body(request: Request) -> bytes:
-    """The request body, refused past 1 MiB without reading the rest."""
-    encoding = request.headers.get("content-encoding", "identity").strip().lower()
-    if encoding not in ("", "identity"):
-        raise UnsupportedMediaTypeError("Compressed request bodies are not accepted")
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > MAX_JSON_BODY:
-        raise PayloadTooLargeError("JSON bodies are limited to 1 MiB")
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > MAX_JSON_BODY:
-            raise PayloadTooLargeError("JSON bodies are limited to 1 MiB")
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 # -- item reads -------------------------------------------------------------------------

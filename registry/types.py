@@ -210,8 +210,8 @@ def is_time_zone(name: str) -> bool:
     return True
 
 
-def _message(exc: msgspec.ValidationError) -> tuple[str, str]:
-    """Split msgspec's `... - at `$.x[1]`` into (message, sub-path)."""
+def split_validation_error(exc: msgspec.ValidationError) -> tuple[str, str]:
+    """Split msgspec's `... - at `$.x[1]`` into (message, sub-path `.x[1]`)."""
     text = str(exc)
     sub = ""
     if " - at `$" in text:
@@ -271,7 +271,7 @@ class WriteDecoder:
             except msgspec.ValidationError as exc:
                 integral = self._integral(field, value)
                 if integral is None:
-                    message, sub = _message(exc)
+                    message, sub = split_validation_error(exc)
                     errors.append(FieldError(name + sub, message))
                     continue
                 decoded = integral

@@ -11,7 +11,8 @@ from starlette.responses import Response
 
 from engine.actions import specs
 from engine.actions.base import ActionContext
-from engine.errors import BadRequestError, ForbiddenError, ValidationError
+from engine.bodies import decode_struct
+from engine.errors import ForbiddenError, ValidationError
 from engine.plans import VERSION_LABEL
 from engine.provisioning import insert_api_key
 from engine.repository import fetch_one, transaction
@@ -38,17 +39,7 @@ class CreateApiKey:
     openapi: Any = specs.API_KEY
 
     async def handle(self, ctx: ActionContext, request: Request) -> Response:
-        body = await request.body()
-        if len(body) > MAX_BODY:
-            raise BadRequestError("The body is too large for this action")
-        try:
-            spec = _DECODER.decode(body)
-        except msgspec.ValidationError as exc:
-            text = str(exc)
-            message, _, at = text.partition(" - at `$")
-            raise ValidationError.single(at.rstrip("`").lstrip(".") or "", message) from exc
-        except (msgspec.DecodeError, RecursionError) as exc:
-            raise BadRequestError(f"malformed JSON: {exc}") from exc
+        spec = await decode_struct(request, _DECODER, MAX_BODY)
         if not role_at_least(ctx.principal.role, spec.role):
             raise ForbiddenError("A key cannot have a higher role than the caller's")
         if spec.expires_at is not None and spec.expires_at <= utcnow():

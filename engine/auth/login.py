@@ -14,7 +14,8 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
-from engine.errors import BadRequestError, UnauthorizedError, ValidationError
+from engine.bodies import decode_struct
+from engine.errors import UnauthorizedError
 from engine.repository import transaction
 from engine.responses import json_response
 from engine.runtime import get_runtime
@@ -35,16 +36,7 @@ _DECODER = msgspec.json.Decoder(LoginRequest)
 
 async def login_endpoint(request: Request) -> Response:
     rt = get_runtime(request)
-    body = await request.body()
-    if len(body) > MAX_BODY:
-        raise BadRequestError("The body is too large")
-    try:
-        creds = _DECODER.decode(body)
-    except msgspec.ValidationError as exc:
-        message, _, at = str(exc).partition(" - at `$")
-        raise ValidationError.single(at.rstrip("`").lstrip("."), message) from exc
-    except (msgspec.DecodeError, RecursionError) as exc:
-        raise BadRequestError(f"malformed JSON: {exc}") from exc
+    creds = await decode_struct(request, _DECODER, MAX_BODY)
     decision = await rt.rate_limiter.hit(
         "login:" + (request.client.host if request.client else "?")
     )

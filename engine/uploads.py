@@ -283,8 +283,8 @@ async def receive_upload(
 async def discard_new_blobs(store: BlobStore, result: UploadResult) -> None:
     """Delete the blobs `result` created, for a caller whose later transaction failed.
 
-    Known race: a concurrent upload of the same bytes that found this blob already present
-    (created=False) may reference it; the caller should discard only after its own rollback
-    and rely on the upload being retried.
+    A concurrent upload of the same bytes that found this blob already present
+    (created=False) may have committed a row for it: callers re-check the rows first and
+    pass only the unreferenced blobs (see `engine.actions.upload.discard_unreferenced`).
     """
     await _delete_created(store, [(f.sha256, f.created) for f in result.files])

@@ -8,6 +8,7 @@ Any failure after the blobs are written discards the blobs this request created.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Mapping, Sequence
 from typing import Annotated, Any, Literal
 
@@ -29,6 +30,8 @@ from engine.responses import json_response, public_row
 from engine.runtime import Runtime
 from engine.uploads import UploadedFile, UploadResult, discard_new_blobs, receive_upload
 from models.base import new_public_id, utcnow
+
+logger = logging.getLogger(__name__)
 
 META_FIELD = "meta"
 Role = Literal["attachment", "logo", "banner", "slides", "photo"]
@@ -189,9 +192,36 @@ async def _read(
     return [by_pk[pk] for pk in pks]
 
 
+async def discard_unreferenced(rt: Runtime, upload: UploadResult) -> None:
+    """Delete the blobs this upload created, unless a committed `file` row now names them.
+
+    A concurrent upload of the same bytes finds the blob already present (created=False)
+    and may commit its row while this one fails: re-reading the rows just before deleting
+    keeps that blob. If the database cannot answer, nothing can have committed a new row
+    either, so the created blobs go.
+    """
+    created = {f.sha256 for f in upload.files if f.created}
+    if not created:
+        return
+    file = rt.tables["file"]
+    referenced: set[str] = set()
+    try:
+        async with rt.engine.connect() as conn:
+            found = await conn.execute(
+                sa.select(file.c.sha256).where(file.c.sha256.in_(sorted(created))).distinct()
+            )
+            referenced = set(found.scalars())
+    except Exception:  # the database is down: no other upload committed a row meanwhile
+        logger.warning("could not re-check blob references before discarding", exc_info=True)
+    kept = UploadResult(
+        files=tuple(f for f in upload.files if f.sha256 not in referenced), fields=upload.fields
+    )
+    await discard_new_blobs(rt.blobs, kept)
+
+
 async def _discard(rt: Runtime, upload: UploadResult) -> None:
     # Shielded so the blobs go even while the request task is being cancelled.
-    task = asyncio.ensure_future(discard_new_blobs(rt.blobs, upload))
+    task = asyncio.ensure_future(discard_unreferenced(rt, upload))
     _DISCARDS.add(task)
     task.add_done_callback(_DISCARDS.discard)
     await asyncio.shield(task)

@@ -307,3 +307,34 @@ async def test_concurrent_same_content_uploads_share_one_row(api: Api) -> None:
     assert [r.status_code for r in results] == [201] * 4, [r.text for r in results]
     assert len({r.json()["files"][0]["id"] for r in results}) == 1
     assert await counts(api.runtime) == (1, 4)
+
+
+# SQLite has one writer: B's commit would wait for A's open transaction.
+@pytest.mark.parametrize("backend", ["mariadb", "postgresql"])
+async def test_a_failed_upload_keeps_a_blob_another_upload_committed_meanwhile(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Tenant A's upload creates the blob and fails; tenant B's upload of the same bytes
+    (which found the blob present) commits in between: the blob must stay for B."""
+    event_a = await make_event(api)
+    event_b = await make_event(api, tenant="b")
+    real = upload_module.insert_event_files
+
+    async def commit_b_then_fail(*args: object, **kwargs: object) -> list[int]:
+        monkeypatch.setattr(upload_module, "insert_event_files", real)
+        r = await upload(
+            api,
+            event_b["id"],
+            [("file", ("b.pdf", PDF, "application/pdf"))],
+            headers=api.b.headers("editor"),
+        )
+        assert r.status_code == 201, r.text
+        raise sa_exc.OperationalError("INSERT", {}, Exception("connection lost"))
+
+    monkeypatch.setattr(upload_module, "insert_event_files", commit_b_then_fail)
+    r = await upload(api, event_a["id"], [("file", ("a.pdf", PDF, "application/pdf"))])
+    assert r.status_code == 503, r.text
+    sha = hashlib.sha256(PDF).hexdigest()
+    assert any(p.name == sha for p in blob_files(api.runtime)), "B's blob was deleted"
+    got = await api.client.get(f"/v3/action/blob/{sha}", headers=api.b.headers())
+    assert got.status_code == 200 and got.content == PDF

@@ -1,11 +1,12 @@
 """`Idempotency-Key` for streaming actions (SPEC 6.1): replay the first answer of a request.
 
 A key is scoped by principal and route. The stored record is the status, the JSON body and
-a request fingerprint. The raw body of a streamed upload is not available before it is
-consumed, so the fingerprint is sha256(method, route, Content-Length, media type without
-its `boundary` parameter): a retry of the same request matches, a clearly different request
-(other size or type) is refused with 422. Records live in the runtime cache for 24 h; a
-short-lived claim (`incr`) keeps two concurrent first attempts from both writing.
+a fingerprint of what was uploaded: each file part's name, SHA-256 and size, and the form
+fields, so a retry re-encoded with another multipart boundary still matches. A retry is
+parsed through `HashOnlySink` (hashed, never stored) and replays the first answer only when
+its fingerprint is the same; anything else under the key is refused with 422. Records live
+in the runtime cache for 24 h; a short-lived claim (`incr`) keeps two concurrent first
+attempts from both writing.
 """
 
 from __future__ import annotations
@@ -17,9 +18,11 @@ from typing import Any
 import msgspec
 from starlette.requests import Request
 
+from engine.blobs import BlobWriter, StoredBlob
 from engine.cache import CacheBackend
 from engine.errors import BadRequestError, ConflictError, ValidationError
 from engine.principal import Principal
+from engine.uploads import UploadResult
 
 HEADER = "idempotency-key"
 TTL_SECONDS = 24 * 3600
@@ -37,14 +40,53 @@ class _Record(msgspec.Struct, frozen=True):
 class Replay:
     status: int
     body: Any
+    fingerprint: str
+
+    def check(self, fingerprint: str) -> None:
+        """422 unless the retried request carried what the first one did."""
+        if fingerprint != self.fingerprint:
+            raise ValidationError.single(
+                "Idempotency-Key", "was used with a different request on this route"
+            )
 
 
-def fingerprint(request: Request, route: str) -> str:
-    """The request's identity without its (unread) body; see the module docstring."""
-    media_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
-    length = request.headers.get("content-length", "")
-    text = "\n".join((request.method, route, length, media_type))
-    return hashlib.sha256(text.encode()).hexdigest()
+def upload_fingerprint(result: UploadResult) -> str:
+    """What an upload carried, independent of its multipart encoding."""
+    parts = [[f.filename, f.sha256, f.size] for f in result.files]
+    fields = sorted(result.fields.items())
+    return hashlib.sha256(msgspec.json.encode([parts, fields])).hexdigest()
+
+
+class _HashWriter:
+    """A blob writer that only hashes and counts: nothing reaches the disk."""
+
+    def __init__(self) -> None:
+        self._hash = hashlib.sha256()
+        self._size = 0
+
+    @property
+    def size(self) -> int:
+        return self._size
+
+    async def write(self, data: bytes) -> None:
+        self._hash.update(data)
+        self._size += len(data)
+
+    async def commit(self) -> StoredBlob:
+        return StoredBlob(self._hash.hexdigest(), self._size, created=False)
+
+    async def abort(self) -> None:
+        return None
+
+
+class HashOnlySink:
+    """A `BlobSink` for parsing a retried upload: the parts are hashed, never stored."""
+
+    async def open_writer(self, *, max_bytes: int | None = None) -> BlobWriter:
+        return _HashWriter()
+
+    async def delete(self, sha256: str) -> bool:
+        return False
 
 
 class Idempotency:
@@ -69,8 +111,8 @@ class Idempotency:
         key = request.headers.get(HEADER)
         return None if key is None else cls(cache, principal, route, key)
 
-    async def begin(self, fingerprint: str) -> Replay | None:
-        """The stored answer to replay, or None after claiming the key for this attempt."""
+    async def begin(self) -> Replay | None:
+        """The stored answer (check its fingerprint), or None after claiming the key."""
         found = await self._load()
         if found is None:
             if await self.cache.incr(self.claim_key, CLAIM_SECONDS) > 1:
@@ -80,11 +122,7 @@ class Idempotency:
             else:
                 self.claimed = True
                 return None
-        if found.fingerprint != fingerprint:
-            raise ValidationError.single(
-                "Idempotency-Key", "was used with a different request on this route"
-            )
-        return Replay(found.status, found.body)
+        return Replay(found.status, found.body, found.fingerprint)
 
     async def save(self, fingerprint: str, status: int, body: Any) -> None:
         record = _Record(fingerprint, status, body)

@@ -11,11 +11,12 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, MultipartState, parse_options_header
 
-from engine.blobs import BlobStore, BlobWriter, StoredBlob
+from engine.blobs import BlobWriter, StoredBlob
 from engine.errors import (
     BadRequestError,
     PayloadTooLargeError,
@@ -32,6 +33,14 @@ MAX_PART_HEADERS = 8
 MAX_PART_HEADER_BYTES = 4096
 # Cleanup tasks that must outlive a cancelled request; held here so they are not collected.
 _CLEANUPS: set[asyncio.Task[None]] = set()
+
+
+class BlobSink(Protocol):
+    """Where upload parts go: the blob store, or a sink that only hashes (idempotent replays)."""
+
+    async def open_writer(self, *, max_bytes: int | None = None) -> BlobWriter: ...
+
+    async def delete(self, sha256: str) -> bool: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,7 +74,7 @@ class _Part:
 class _Receiver:
     """Parser callbacks (synchronous) record events; `drain` applies them (async)."""
 
-    def __init__(self, store: BlobStore, max_files: int, max_fields: int, field_bytes: int):
+    def __init__(self, store: BlobSink, max_files: int, max_fields: int, field_bytes: int):
         self.store = store
         self.max_files = max_files
         self.max_fields = max_fields
@@ -200,7 +209,7 @@ class _Receiver:
         await _delete_created(self.store, [(b.sha256, b.created) for b in self.stored])
 
 
-async def _delete_created(store: BlobStore, blobs: list[tuple[str, bool]]) -> None:
+async def _delete_created(store: BlobSink, blobs: list[tuple[str, bool]]) -> None:
     for sha256, created in blobs:
         if created:
             await store.delete(sha256)
@@ -231,7 +240,7 @@ def _boundary(content_type: str) -> bytes:
 async def receive_upload(
     stream: AsyncIterator[bytes],
     content_type: str,
-    store: BlobStore,
+    store: BlobSink,
     *,
     max_bytes: int,
     max_files: int = 20,
@@ -280,7 +289,7 @@ async def receive_upload(
     return UploadResult(files=tuple(receiver.files), fields=receiver.fields)
 
 
-async def discard_new_blobs(store: BlobStore, result: UploadResult) -> None:
+async def discard_new_blobs(store: BlobSink, result: UploadResult) -> None:
     """Delete the blobs `result` created, for a caller whose later transaction failed.
 
     A concurrent upload of the same bytes that found this blob already present

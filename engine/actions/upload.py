@@ -23,7 +23,7 @@ from engine.actions import specs
 from engine.actions.base import ActionContext
 from engine.errors import ForbiddenError, NotFoundError, ValidationError
 from engine.filenames import sanitize_filename
-from engine.idempotency import Idempotency, fingerprint
+from engine.idempotency import HashOnlySink, Idempotency, upload_fingerprint
 from engine.plans import PK_LABEL
 from engine.repository import fetch_all, transaction
 from engine.responses import json_response, public_row
@@ -241,18 +241,18 @@ class UploadToEvent:
         event_pk = await find_event(rt, account_id, str(request.path_params["event_id"]))
         route = f"POST {request.url.path}"
         idem = Idempotency.from_request(rt.cache, ctx.principal, request, route)
-        print_ = fingerprint(request, route)
+        content_type = request.headers.get("content-type", "")
+        limit = rt.settings.upload_max_bytes
         if idem is not None:
-            replay = await idem.begin(print_)
-            if replay is not None:
+            replay = await idem.begin()
+            if replay is not None:  # parse the retry without storing it, then compare
+                retried = await receive_upload(
+                    request.stream(), content_type, HashOnlySink(), max_bytes=limit
+                )
+                replay.check(upload_fingerprint(retried))
                 return json_response(replay.body, status=replay.status)
         try:
-            upload = await receive_upload(
-                request.stream(),
-                request.headers.get("content-type", ""),
-                rt.blobs,
-                max_bytes=rt.settings.upload_max_bytes,
-            )
+            upload = await receive_upload(request.stream(), content_type, rt.blobs, max_bytes=limit)
             try:
                 meta = parse_meta(upload.fields.get(META_FIELD), len(upload.files))
                 body = await write_rows(rt, account_id, event_pk, upload, meta)
@@ -260,7 +260,7 @@ class UploadToEvent:
                 await _discard(rt, upload)
                 raise
             if idem is not None:
-                await idem.save(print_, 201, body)
+                await idem.save(upload_fingerprint(upload), 201, body)
         finally:
             if idem is not None:
                 await idem.release()

@@ -242,7 +242,14 @@ async def test_idempotency_key_replays_without_writing(api: Api) -> None:
     assert await counts(api.runtime) == snapshot
     different = await upload(api, event["id"], [("file", ("b.png", PNG, "image/png"))], headers=h)
     assert different.status_code == 422
+    renamed = await upload(
+        api, event["id"], [("file", ("b.pdf", PDF, "application/pdf"))], headers=h
+    )
+    assert renamed.status_code == 422
+    other_meta = await upload(api, event["id"], files, meta={"role": "logo"}, headers=h)
+    assert other_meta.status_code == 422
     assert await counts(api.runtime) == snapshot
+    assert len(blob_files(api.runtime)) == 1  # a refused retry stores nothing
     # The key is scoped by principal: another key of the account starts afresh.
     fresh = await upload(
         api, event["id"], files, headers={**api.a.headers("owner"), "Idempotency-Key": "retry-1"}

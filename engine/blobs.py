@@ -16,10 +16,9 @@ import hashlib
 import os
 import re
 import threading
-import time
 import uuid
 from collections.abc import AsyncIterable, AsyncIterator, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Protocol, TypeVar
 
@@ -32,10 +31,8 @@ __all__ = [
     "BlobStore",
     "BlobWriter",
     "FileSystemBlobStore",
-    "GcReport",
     "StoredBlob",
     "TempFileInfo",
-    "collect_garbage",
     "is_sha256",
 ]
 
@@ -73,16 +70,6 @@ class BlobInfo:
 class TempFileInfo:
     name: str
     mtime: float
-
-
-@dataclass(slots=True)
-class GcReport:
-    """What one garbage collection removed (or would remove, when `dry_run`)."""
-
-    dry_run: bool
-    removed_blobs: list[str] = field(default_factory=list)
-    removed_temp_files: list[str] = field(default_factory=list)
-    kept_recent: int = 0
 
 
 class BlobWriter(Protocol):
@@ -447,35 +434,3 @@ def _scan_blobs(top: Path) -> list[BlobInfo]:
                     with contextlib.suppress(FileNotFoundError):
                         found.append(BlobInfo(entry.name, entry.stat().st_mtime))
     return found
-
-
-async def collect_garbage(
-    store: BlobStore,
-    referenced: set[str],
-    *,
-    grace_seconds: float,
-    dry_run: bool,
-    now: float | None = None,
-) -> GcReport:
-    """Remove blobs not in `referenced` and temp files, both older than `grace_seconds`.
-
-    The grace period protects uploads in flight: their blob may be on disk before the row
-    that references it commits (and a dedup hit refreshes the blob's mtime).
-    """
-    cutoff = (time.time() if now is None else now) - grace_seconds
-    report = GcReport(dry_run=dry_run)
-    async for blob in store.iter_blobs():
-        if blob.sha256 in referenced:
-            continue
-        if blob.mtime > cutoff:
-            report.kept_recent += 1
-            continue
-        if dry_run or await store.delete(blob.sha256):
-            report.removed_blobs.append(blob.sha256)
-    async for temp in store.iter_temp_files():
-        if temp.mtime > cutoff:
-            report.kept_recent += 1
-            continue
-        if dry_run or await store.remove_temp_file(temp.name):
-            report.removed_temp_files.append(temp.name)
-    return report

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from engine.blobs import FileSystemBlobStore, GcReport, collect_garbage
+from engine.blob_gc import GcReport, collect_garbage
+from engine.blobs import FileSystemBlobStore
 from engine.db import create_engine
 from engine.settings import Settings
 

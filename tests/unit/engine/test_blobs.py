@@ -14,7 +14,8 @@ import pytest
 from starlette.requests import ClientDisconnect
 
 from engine import blobs
-from engine.blobs import FileSystemBlobStore, collect_garbage, is_sha256
+from engine.blob_gc import collect_garbage
+from engine.blobs import FileSystemBlobStore, is_sha256
 from engine.errors import InsufficientStorageError, NotFoundError, PayloadTooLargeError
 
 

@@ -21,13 +21,12 @@ from registry.jsonschema import (
     create_schema,
     ecma_pattern,
     field_schema,
-    filter_schema,
     schema_index,
-    search_schema,
     type_schema,
     update_schema,
 )
 from registry.operators import operators_for
+from registry.searchschema import filter_schema, search_schema
 
 REGISTRY: Registry = introspect(Base)
 NAMES = list(REGISTRY.types)

@@ -1,0 +1,123 @@
+"""The search grammar (SPEC 6) as JSON Schema, built from object-type descriptors.
+
+`filter_schema` describes a type's filter object (per-field operators, boolean nesting,
+relations) and `search_schema` the body of `POST .../{type}/search`. Pure functions over
+`registry.descriptors`, sharing the value shapes of `registry.jsonschema`.
+"""
+
+from __future__ import annotations
+
+from registry.descriptors import FieldInfo, ObjectType
+from registry.jsonschema import Schema, _value_schema
+from registry.operators import operators_for
+
+__all__ = ["filter_schema", "search_schema"]
+
+#: Most values an `_in`/`_nin` list may hold (SPEC 6 limits).
+MAX_IN_VALUES = 1000
+INCLUDE_PATTERN = "^[a-z_][a-z0-9_]*(\\.[a-z_][a-z0-9_]*)*$"
+_TEXT_OPERATORS = frozenset(
+    {"_like", "_ilike", "_contains", "_icontains", "_startswith", "_endswith"}
+)
+
+
+def _filter_value(field: FieldInfo) -> Schema | None:
+    """The JSON a filter compares `field` with; None for kinds that only test for null."""
+    if field.kind in ("object", "array"):
+        return None
+    if field.kind in ("id", "reference"):
+        return {"type": "string"}
+    value = _value_schema(field, {})
+    # Comparisons need the type; only enums and decimals also constrain the value's text.
+    keep = {"type", "format", "enum", "pattern"} if field.kind in ("decimal", "enum") else None
+    keep = keep or {"type", "format"}
+    return {k: v for k, v in value.items() if k in keep}
+
+
+def _operator_value(op: str, value: Schema) -> Schema:
+    if op == "_is_null":
+        return {"type": "boolean"}
+    if op in _TEXT_OPERATORS:
+        return {"type": "string"}
+    if op in ("_in", "_nin"):
+        return {"type": "array", "items": value, "maxItems": MAX_IN_VALUES}
+    if op == "_between":
+        return {"type": "array", "items": value, "minItems": 2, "maxItems": 2}
+    return value
+
+
+def filter_schema(obj: ObjectType, ref: str = "#/$defs/{type}.filter") -> Schema:
+    """The filter object of `obj`'s search: per-field operator objects (exactly the operators
+    `operators_for` allows), `_and`/`_or`/`_not`, to-one relations and `_some`/`_none` on
+    children. Recursion goes through `ref`, formatted with a type name."""
+
+    def to(name: str) -> Schema:
+        return {"$ref": ref.format(type=name)}
+
+    props: Schema = {}
+    for field in obj.fields:
+        ops = operators_for(field)
+        if not ops:
+            continue
+        value = _filter_value(field) or {}
+        by_op = {op: _operator_value(op, value) for op in ops}
+        operators = {
+            "type": "object",
+            "properties": by_op,
+            "additionalProperties": False,
+            "minProperties": 1,
+        }
+        # A bare scalar is shorthand for `_eq`.
+        props[field.name] = {"anyOf": [value, operators]} if "_eq" in ops else operators
+    props["_and"] = {"type": "array", "items": to(obj.name)}
+    props["_or"] = {"type": "array", "items": to(obj.name)}
+    props["_not"] = to(obj.name)
+    for rel in (obj.parent, *obj.references):
+        if rel is not None:
+            props[rel.name] = to(rel.target)
+    for child in obj.children:
+        props[child.name] = {
+            "type": "object",
+            "properties": {"_some": to(child.target), "_none": to(child.target)},
+            "additionalProperties": False,
+            "minProperties": 1,
+            "maxProperties": 1,
+        }
+    return {
+        "title": f"{obj.title} filter",
+        "type": "object",
+        "properties": props,
+        "additionalProperties": False,
+    }
+
+
+def search_schema(
+    obj: ObjectType, max_page_size: int = 500, ref: str = "#/$defs/{type}.filter"
+) -> Schema:
+    """The body of `POST .../{type}/search`."""
+    readable = [f.name for f in obj.fields if f.is_readable]
+    sortable = [f.name for f in obj.fields if f.is_readable and f.sortable]
+    includes = [r.name for r in (obj.parent, *obj.references, *obj.children) if r is not None]
+    sort_item: Schema = {"type": "string"}
+    if sortable:
+        sort_item["enum"] = [key for name in sortable for key in (name, f"-{name}")]
+    return {
+        "title": f"{obj.title} search",
+        "type": "object",
+        "properties": {
+            "filter": {"$ref": ref.format(type=obj.name)},
+            "sort": {"type": "array", "items": sort_item},
+            "fields": {"type": "array", "items": {"type": "string", "enum": readable}},
+            "include": {
+                "type": "array",
+                "items": {"type": "string", "pattern": INCLUDE_PATTERN},
+                "description": "Relations to embed, dotted for depth; here: "
+                + (", ".join(includes) or "none"),
+            },
+            "limit": {"type": "integer", "minimum": 1, "maximum": max_page_size, "default": 50},
+            "offset": {"type": "integer", "minimum": 0},
+            "after": {"type": ["string", "null"], "description": "The `next` cursor of a page."},
+            "count": {"type": "boolean", "default": False},
+        },
+        "additionalProperties": False,
+    }

@@ -6,7 +6,6 @@ import datetime as dt
 from pathlib import Path
 from typing import Any
 
-import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from engine.blobs import FileSystemBlobStore
@@ -158,16 +157,3 @@ async def _demo_data(conn: AsyncConnection, settings: Settings, account: int) ->
                 title=None,
                 position=position,
             )
-
-
-async def demo_exists(settings: Settings) -> bool:
-    engine = create_engine(settings)
-    try:
-        async with engine.connect() as conn:
-            account = Base.metadata.tables["account"]
-            row = (
-                await conn.execute(sa.select(account.c.id).where(account.c.slug == DEMO_SLUG))
-            ).first()
-            return row is not None
-    finally:
-        await engine.dispose()

@@ -361,14 +361,3 @@ def _did_you_mean(name: str, candidates: list[str]) -> str:
 
     close = difflib.get_close_matches(name, candidates, n=1)
     return f" (did you mean {close[0]!r}?)" if close else ""
-
-
-def read_struct(obj: ObjectType) -> type[msgspec.Struct]:
-    """A msgspec Struct of the object as read, for documentation and round-trip tests."""
-    fields = []
-    for field in obj.fields:
-        if field.write_only:
-            continue
-        type_ = field_type(msgspec.structs.replace(field, nullable=field.nullable))
-        fields.append((field.name, type_))
-    return msgspec.defstruct(f"{obj.name}_read", fields, forbid_unknown_fields=True)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -17,16 +17,6 @@ from tests.backends import BACKENDS, check_redis, fresh_database, redis_url, una
 def backend(request: pytest.FixtureRequest) -> str:
     """Parametrises a test over SQLite, MariaDB and PostgreSQL."""
     return str(request.param)
-
-
-@pytest.fixture(scope="session")
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture(scope="session")
-def session_tmp(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("aether")
 
 
 @pytest.fixture
@@ -69,8 +59,3 @@ async def redis_test_url() -> str:
     except Exception as exc:
         unavailable("redis", exc)
     return url
-
-
-@pytest.fixture
-def settings_factory(tmp_path: Path) -> Iterator[type[Settings]]:
-    yield Settings

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import TypeVar
 
 import msgspec
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 
 from engine.errors import (
     BadRequestError,
@@ -35,11 +35,14 @@ async def read_body(request: Request, limit: int = MAX_JSON_BODY) -> bytes:
         raise PayloadTooLargeError(too_large)
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLargeError(too_large)
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise PayloadTooLargeError(too_large)
+            chunks.append(chunk)
+    except ClientDisconnect as exc:  # nobody is listening; say so in the request log line
+        raise BadRequestError("The client disconnected before sending the whole body") from exc
     return b"".join(chunks)
 
 

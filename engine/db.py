@@ -22,6 +22,7 @@ MARIADB_SQL_MODE = (
     "NO_ENGINE_SUBSTITUTION,NO_AUTO_VALUE_ON_ZERO"
 )
 CONNECT_TIMEOUT_SECONDS = 5
+READ_TIMEOUT_SLACK_SECONDS = 5
 
 
 def dialect_name(url: str | URL) -> str:
@@ -50,6 +51,16 @@ def normalise_url(url: str) -> URL:
     return parsed
 
 
+def read_timeout_seconds(settings: Settings) -> float | None:
+    """How long a client waits for any database answer: the statement limit plus slack.
+
+    None (wait as long as it takes) when statements are unlimited, as for migrations.
+    """
+    if settings.db_statement_timeout_ms <= 0:
+        return None
+    return settings.db_statement_timeout_ms / 1000 + READ_TIMEOUT_SLACK_SECONDS
+
+
 def create_engine(settings: Settings, **overrides: Any) -> AsyncEngine:
     """The process's engine for `settings.database_url`, configured for its dialect."""
     url = normalise_url(settings.database_url)
@@ -68,11 +79,16 @@ def create_engine(settings: Settings, **overrides: Any) -> AsyncEngine:
             pool_recycle=1800,
         )
         if backend == "mysql":
-            kwargs["connect_args"] = {"connect_timeout": CONNECT_TIMEOUT_SECONDS}
+            # max_statement_time is enforced by the server: a hung server or network needs a
+            # client-side bound too, or a request holding a connection waits forever.
+            kwargs["connect_args"] = {
+                "connect_timeout": CONNECT_TIMEOUT_SECONDS,
+                "read_timeout": read_timeout_seconds(settings),
+            }
         else:
             kwargs["connect_args"] = {
                 "timeout": CONNECT_TIMEOUT_SECONDS,
-                "command_timeout": max(1, settings.db_statement_timeout_ms // 1000 + 5),
+                "command_timeout": read_timeout_seconds(settings),
                 "server_settings": {
                     "statement_timeout": str(settings.db_statement_timeout_ms),
                     "timezone": "UTC",

@@ -345,3 +345,42 @@ async def test_a_failed_upload_keeps_a_blob_another_upload_committed_meanwhile(
     assert any(p.name == sha for p in blob_files(api.runtime)), "B's blob was deleted"
     got = await api.client.get(f"/v3/action/blob/{sha}", headers=api.b.headers())
     assert got.status_code == 200 and got.content == PDF
+
+
+async def test_downloads_of_another_account_answer_like_missing_ones(api: Api) -> None:
+    """B's file, event_file, event and hash (bytes only B holds) are 404s to A, shaped
+    exactly like a random id or hash; the same bytes uploaded by A are then A's own."""
+    only_b = b"bytes only tenant B has\n"
+    event_b = await make_event(api, tenant="b")
+    r = await upload(
+        api,
+        event_b["id"],
+        [("file", ("b.txt", only_b, "text/plain"))],
+        headers=api.b.headers("editor"),
+    )
+    assert r.status_code == 201, r.text
+    file_b, link_b = r.json()["files"][0], r.json()["event_files"][0]
+    sha = hashlib.sha256(only_b).hexdigest()
+    h = api.a.headers("owner")
+
+    def shape(resp: httpx.Response) -> tuple[int, str, str, str]:
+        body = resp.json()
+        return resp.status_code, resp.headers["content-type"], body["type"], body["title"]
+
+    missing_id = await api.client.get("/v3/action/download/" + "Q" * 22, headers=h)
+    missing_hash = await api.client.get("/v3/action/blob/" + "0" * 64, headers=h)
+    for ident in (file_b["id"], link_b["id"], event_b["id"]):
+        got = await api.client.get(f"/v3/action/download/{ident}", headers=h)
+        assert shape(got) == shape(missing_id), (ident, got.text)
+        assert only_b not in got.content
+    got = await api.client.get(f"/v3/action/blob/{sha}", headers=h)
+    assert shape(got) == shape(missing_hash)
+    assert (await api.client.head(f"/v3/action/blob/{sha}", headers=h)).status_code == 404
+
+    event_a = await make_event(api)
+    mine = await upload(api, event_a["id"], [("file", ("a.txt", only_b, "text/plain"))])
+    assert mine.status_code == 201
+    assert mine.json()["files"][0]["id"] != file_b["id"]
+    assert set(mine.json()["files"][0]) == set(file_b)  # no "already existed" hint
+    got = await api.client.get(f"/v3/action/blob/{sha}", headers=h)
+    assert got.status_code == 200 and got.content == only_b

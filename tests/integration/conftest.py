@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+from urllib.parse import unquote
 
 import httpx
+import jsonschema
 import pytest
 
 from engine.app import create_app
+from engine.errors import AetherError
+from engine.paths import parse_crud_path
 from engine.provisioning import insert_account, insert_api_key
 from engine.runtime import Runtime
 from engine.settings import RateLimit, Settings
+from registry.jsonschema import type_schema
 
 
 @dataclass
@@ -64,6 +71,69 @@ async def make_tenant(rt: Runtime, slug: str) -> Tenant:
     return tenant
 
 
+class ResponseSchemaCheck:
+    """Every object the API returns in the integration suite must match its type's schema.
+
+    An httpx response hook: CRUD items, list and search pages (without `fields` or
+    `include`, which change the shape by design) and upload results are validated against
+    the per-type JSON Schema the API publishes at `/v3/crud/{type}/schema`.
+    """
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+        self.validators: dict[str, jsonschema.Draft202012Validator] = {}
+
+    def validator(self, name: str) -> jsonschema.Draft202012Validator:
+        if name not in self.validators:
+            doc = type_schema(self.runtime.registry[name], self.runtime.registry)
+            self.validators[name] = jsonschema.Draft202012Validator(
+                doc, format_checker=jsonschema.FormatChecker()
+            )
+        return self.validators[name]
+
+    def check(self, name: str, obj: Any) -> None:
+        errors = sorted(self.validator(name).iter_errors(obj), key=str)
+        assert not errors, f"{name} response breaks its schema: {errors[0].message} in {obj}"
+
+    async def __call__(self, response: httpx.Response) -> None:
+        if response.status_code not in (200, 201) or "json" not in response.headers.get(
+            "content-type", ""
+        ):
+            return
+        await response.aread()
+        request = response.request
+        path = request.url.path
+        if "fields" in request.url.params or "include" in request.url.params:
+            return
+        body = response.json()
+        if path.startswith("/v3/action/event/") and path.endswith("/upload"):
+            for item in body["files"]:
+                self.check("file", item)
+            for item in body["event_files"]:
+                self.check("event_file", item)
+            return
+        if not path.startswith("/v3/crud/"):
+            return
+        try:
+            target = parse_crud_path(
+                [unquote(p) for p in path.removeprefix("/v3/crud/").split("/")],
+                self.runtime.registry,
+            )
+        except AetherError:
+            return
+        if target.obj is None or target.target in ("schema", "index"):
+            return
+        if target.target == "search":
+            sent = json.loads(request.content or b"{}")
+            if not isinstance(sent, dict) or sent.get("fields") or sent.get("include"):
+                return
+        if target.target == "item" or (request.method == "POST" and target.target == "collection"):
+            self.check(target.obj.name, body)
+        else:
+            for item in body["data"]:
+                self.check(target.obj.name, item)
+
+
 @pytest.fixture
 async def api(database_url: str, tmp_path: Path) -> AsyncIterator[Api]:
     settings = make_settings(database_url, tmp_path)
@@ -74,6 +144,10 @@ async def api(database_url: str, tmp_path: Path) -> AsyncIterator[Api]:
     async with rt.engine.begin() as conn:
         system = await insert_api_key(conn, rt.tables, account_id=None, name="sys", role="system")
     transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://aether.test") as client:
+    async with httpx.AsyncClient(
+        transport=transport,
+        base_url="http://aether.test",
+        event_hooks={"response": [ResponseSchemaCheck(rt)]},
+    ) as client:
         yield Api(client=client, runtime=rt, a=a, b=b, system_key=system.key)
     await rt.close()

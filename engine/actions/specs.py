@@ -66,7 +66,7 @@ UPLOAD = OperationSpec(
             },
         }
     },
-    errors=WRITE_ERRORS,
+    errors=(*WRITE_ERRORS, 507),
     idempotent=True,
 )
 
@@ -83,7 +83,7 @@ BLOB = OperationSpec(
         },
     ),
     responses=_BLOB_RESPONSES,
-    errors=(401, 403, 404, 429, 503),
+    errors=(401, 403, 404, 416, 429, 503),
 )
 
 DOWNLOAD = OperationSpec(
@@ -103,7 +103,7 @@ DOWNLOAD = OperationSpec(
         },
     ),
     responses=_BLOB_RESPONSES,
-    errors=(401, 403, 404, 422, 429, 503),
+    errors=(401, 403, 404, 416, 422, 429, 503),
 )
 
 API_KEY = OperationSpec(

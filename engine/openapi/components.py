@@ -32,10 +32,12 @@ ERRORS: dict[int, tuple[str, type[errors.AetherError], tuple[str, ...]]] = {
     412: ("PreconditionFailed", errors.PreconditionFailedError, ()),
     413: ("PayloadTooLarge", errors.PayloadTooLargeError, ()),
     415: ("UnsupportedMediaType", errors.UnsupportedMediaTypeError, ()),
+    416: ("RangeNotSatisfiable", errors.RangeNotSatisfiableError, ("Content-Range",)),
     422: ("ValidationFailed", errors.ValidationError, ()),
     428: ("PreconditionRequired", errors.PreconditionRequiredError, ()),
     429: ("TooManyRequests", errors.RateLimitedError, ("Retry-After",)),
     503: ("ServiceUnavailable", errors.ServiceUnavailableError, ("Retry-After",)),
+    507: ("InsufficientStorage", errors.InsufficientStorageError, ()),
 }
 
 HEADERS: Schema = {
@@ -44,6 +46,10 @@ HEADERS: Schema = {
     "Retry-After": {"description": "Seconds to wait.", "schema": {"type": "integer"}},
     "WWW-Authenticate": {"description": "Accepted schemes.", "schema": {"type": "string"}},
     "Allow": {"description": "Methods the resource offers.", "schema": {"type": "string"}},
+    "Content-Range": {
+        "description": "`bytes */<size>`: the size the range missed.",
+        "schema": {"type": "string"},
+    },
 }
 
 SECURITY_SCHEMES: Schema = {

@@ -40,12 +40,7 @@ from engine.repository import IdCollisionError, fetch_one, transaction, translat
 from engine.responses import etag_for, json_response, matches_etag, not_modified, public_row
 from engine.runtime import Runtime, get_runtime
 from engine.schemas import schema_index_response, type_schema_response
-from engine.scoping import (
-    parent_condition,
-    resolve_parent,
-    resolve_references,
-    scope_account,
-)
+from engine.scoping import locate, parent_condition, resolve_references
 from models.base import new_public_id, utcnow
 from registry.descriptors import ROLE_ORDER, ObjectType
 from registry.types import BodyError, WriteErrors
@@ -179,8 +174,7 @@ async def read_item(
     plan = rt.plans[obj.name]
     fields = _fields_param(request, plan)
     async with transaction(rt.engine, obj) as conn:
-        account_id = await scope_account(conn, rt, principal, path)
-        parent_id = await resolve_parent(conn, rt, path, account_id)
+        account_id, parent_id = await locate(conn, rt, principal, path)
         row = await fetch_item(conn, plan, path.public_id, account_id, parent_id, fields=fields)
     etag = etag_for(row[VERSION_LABEL])
     if matches_etag(request.headers.get("if-none-match"), etag):
@@ -246,8 +240,7 @@ async def create_item(
         raise _write_errors(exc) from exc
     check_role_grant(principal, obj, values)
     async with transaction(rt.engine, obj) as conn:
-        account_id = await scope_account(conn, rt, principal, path)
-        parent_id = await resolve_parent(conn, rt, path, account_id)
+        account_id, parent_id = await locate(conn, rt, principal, path)
         known = {obj.parent.field: parent_id} if obj.parent and parent_id is not None else {}
         refs = await resolve_references(conn, rt, obj, values, account_id, known)
         columns = {**_to_columns(obj, values), **refs}
@@ -309,8 +302,7 @@ async def update_item(
     plan = rt.plans[obj.name]
     raw = _decode_body(rt, obj, await read_body(request))
     async with transaction(rt.engine, obj) as conn:
-        account_id = await scope_account(conn, rt, principal, path)
-        parent_id = await resolve_parent(conn, rt, path, account_id)
+        account_id, parent_id = await locate(conn, rt, principal, path)
         current = await fetch_item(conn, plan, path.public_id, account_id, parent_id)
         version = int(current[VERSION_LABEL])
         _check_if_match(request, rt, version)
@@ -355,8 +347,7 @@ async def delete_item(
     assert obj is not None and path.public_id is not None
     plan = rt.plans[obj.name]
     async with transaction(rt.engine, obj) as conn:
-        account_id = await scope_account(conn, rt, principal, path)
-        parent_id = await resolve_parent(conn, rt, path, account_id)
+        account_id, parent_id = await locate(conn, rt, principal, path)
         role_field = ["role"] if is_role_field(obj) else []
         current = await fetch_item(
             conn, plan, path.public_id, account_id, parent_id, fields=role_field

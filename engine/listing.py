@@ -25,7 +25,7 @@ from engine.principal import Principal
 from engine.repository import fetch_all, transaction
 from engine.responses import json_response, public_row
 from engine.runtime import Runtime
-from engine.scoping import parent_condition, resolve_parent, scope_account
+from engine.scoping import locate, parent_condition
 from engine.search import (
     compile_filter,
     compile_order,
@@ -120,8 +120,7 @@ async def execute_search(
     plan = rt.plans[obj.name]
     fields = _needed_fields(obj, spec)
     async with transaction(rt.engine, obj) as conn:
-        account_id = await scope_account(conn, rt, principal, path)
-        parent_id = await resolve_parent(conn, rt, path, account_id)
+        account_id, parent_id = await locate(conn, rt, principal, path)
         where = [
             plan.tenant_predicate(account_id),
             parent_condition(plan, parent_id),

@@ -112,3 +112,11 @@ async def resolve_references(
     if missing:
         raise ValidationError(missing)
     return resolved
+
+
+async def locate(
+    conn: AsyncConnection, rt: Runtime, principal: Principal, path: CrudPath
+) -> tuple[int | None, int | None]:
+    """The account this request is scoped to and the internal key of its nearest ancestor."""
+    account_id = await scope_account(conn, rt, principal, path)
+    return account_id, await resolve_parent(conn, rt, path, account_id)

@@ -8,6 +8,7 @@ sorting, links) and the index served at `GET /v3/crud/schema`. No SQLAlchemy her
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from typing import Any, Literal
 
 import msgspec
@@ -107,21 +108,30 @@ def _has_ref(node: Any) -> bool:
     return False
 
 
-def _rebase_refs(node: Any, prefix: str) -> Any:
-    """Point the local refs of a fragment hoisted to `#/$defs/<prefix>` at their new home."""
+def map_refs(node: Any, rewrite: Callable[[str], str]) -> Any:
+    """A copy of the schema `node` with every `$ref` string passed through `rewrite`."""
     if isinstance(node, list):
-        return [_rebase_refs(v, prefix) for v in node]
+        return [map_refs(v, rewrite) for v in node]
     if not isinstance(node, dict):
         return node
-    out = {k: _rebase_refs(v, prefix) for k, v in node.items()}
-    ref = out.get("$ref")
-    if isinstance(ref, str) and ref.startswith("#"):
+    out = {k: map_refs(v, rewrite) for k, v in node.items()}
+    if isinstance(out.get("$ref"), str):
+        out["$ref"] = rewrite(out["$ref"])
+    return out
+
+
+def _rebase_refs(node: Any, prefix: str) -> Any:
+    """Point the local refs of a fragment hoisted to `#/$defs/<prefix>` at their new home."""
+
+    def rebase(ref: str) -> str:
+        if not ref.startswith("#"):
+            return ref
         pointer = ref[1:]
         if pointer.startswith("/$defs/"):
-            out["$ref"] = f"#/$defs/{prefix}." + pointer.removeprefix("/$defs/")
-        else:
-            out["$ref"] = f"#/$defs/{prefix}" + pointer
-    return out
+            return f"#/$defs/{prefix}." + pointer.removeprefix("/$defs/")
+        return f"#/$defs/{prefix}" + pointer
+
+    return map_refs(node, rebase)
 
 
 def _embedded(field: FieldInfo, defs: Schema) -> Schema:

@@ -12,7 +12,7 @@ from typing import Any
 
 from engine import errors
 from registry.descriptors import ObjectType, Registry
-from registry.jsonschema import ID_PATTERN, type_schema
+from registry.jsonschema import ID_PATTERN, map_refs, type_schema
 from registry.searchschema import filter_schema, search_schema
 
 Schema = dict[str, Any]
@@ -167,15 +167,11 @@ def _header(name: str, description: str) -> Schema:
 
 def _rewrite_refs(node: Any, type_name: str) -> Any:
     """`#/$defs/X` of a type document becomes `#/components/schemas/<type>.X`."""
-    if isinstance(node, list):
-        return [_rewrite_refs(v, type_name) for v in node]
-    if not isinstance(node, dict):
-        return node
-    out = {k: _rewrite_refs(v, type_name) for k, v in node.items()}
-    ref = out.get("$ref")
-    if isinstance(ref, str) and ref.startswith("#/$defs/"):
-        out["$ref"] = f"#/components/schemas/{type_name}." + ref.removeprefix("#/$defs/")
-    return out
+    prefix = f"#/components/schemas/{type_name}."
+    return map_refs(
+        node,
+        lambda ref: prefix + ref.removeprefix("#/$defs/") if ref.startswith("#/$defs/") else ref,
+    )
 
 
 # -- components ---------------------------------------------------------------------------

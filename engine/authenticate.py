@@ -7,6 +7,7 @@ in every worker. Every failure is the same 401 with `WWW-Authenticate`.
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 from typing import Any
 
@@ -25,6 +26,7 @@ from models.base import utcnow
 
 logger = logging.getLogger(__name__)
 ACCOUNT_CACHE_SECONDS = 30
+LAST_USED_INTERVAL = dt.timedelta(minutes=1)
 
 
 async def authenticate(request: HTTPConnection) -> Principal:
@@ -143,23 +145,23 @@ async def _from_api_key(rt: Runtime, key: str) -> Principal:
 
 
 async def _touch(rt: Runtime, row: Any) -> None:
-    """Write `last_used_at` at most once a minute per key (best effort)."""
-    throttle = rt.extras.get("last_used_throttle")
-    if throttle is None:
-        from engine.auth.api_keys import LastUsedThrottle
+    """Write `last_used_at` at most once a minute per key, across every worker.
 
-        throttle = rt.extras["last_used_throttle"] = LastUsedThrottle()
-    if not throttle.should_write(row["id_random"]):
-        return
-    last = row["last_used_at"]
+    The condition sits in the UPDATE, so concurrent requests and other processes cannot
+    write it twice in the same minute; the common case (used this minute) costs nothing.
+    """
     now = utcnow()
-    if last is not None and (now - last).total_seconds() < 60:
+    last = row["last_used_at"]
+    if last is not None and now - last < LAST_USED_INTERVAL:
         return
     api_key = rt.tables["api_key"]
+    stale = sa.or_(
+        api_key.c.last_used_at.is_(None), api_key.c.last_used_at < now - LAST_USED_INTERVAL
+    )
     try:
         async with rt.engine.begin() as conn:
             await conn.execute(
-                api_key.update().where(api_key.c.id == row["id"]).values(last_used_at=now)
+                api_key.update().where(api_key.c.id == row["id"], stale).values(last_used_at=now)
             )
     except Exception:  # the request must not fail because bookkeeping did
         logger.warning("could not record api key use", exc_info=True)

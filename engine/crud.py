@@ -41,6 +41,7 @@ from engine.responses import etag_for, json_response, matches_etag, not_modified
 from engine.runtime import Runtime, get_runtime
 from engine.schemas import schema_index_response, type_schema_response
 from engine.scoping import locate, parent_condition, resolve_references
+from engine.search import parse_fields
 from models.base import new_public_id, utcnow
 from registry.descriptors import ROLE_ORDER, ObjectType
 from registry.types import BodyError, WriteErrors
@@ -172,7 +173,8 @@ async def read_item(
     obj = path.obj
     assert obj is not None and path.public_id is not None
     plan = rt.plans[obj.name]
-    fields = _fields_param(request, plan)
+    raw_fields = request.query_params.get("fields")
+    fields = None if raw_fields is None else list(parse_fields(raw_fields, obj))
     async with transaction(rt.engine, obj) as conn:
         account_id, parent_id = await locate(conn, rt, principal, path)
         row = await fetch_item(conn, plan, path.public_id, account_id, parent_id, fields=fields)
@@ -180,19 +182,6 @@ async def read_item(
     if matches_etag(request.headers.get("if-none-match"), etag):
         return not_modified(etag)
     return json_response(public_row(row), headers={"ETag": etag})
-
-
-def _fields_param(request: Request, plan: ReadPlan) -> list[str] | None:
-    raw = request.query_params.get("fields")
-    if raw is None:
-        return None
-    names = [n.strip() for n in raw.split(",") if n.strip()]
-    unknown = [n for n in names if n not in plan.columns]
-    if unknown:
-        raise ValidationError(
-            [{"path": "fields", "message": f"unknown field {n!r}"} for n in unknown]
-        )
-    return names
 
 
 # -- writes -----------------------------------------------------------------------------

@@ -8,7 +8,6 @@ row. Every statement carries the account predicate.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -46,20 +45,6 @@ _LIST_PARAMS = ("limit", "offset", "after", "sort", "fields", "include", "count"
 _DECODER = msgspec.json.Decoder()
 
 
-def _cursor_key(rt: Runtime) -> bytes:
-    key = rt.extras.get("cursor_key")
-    if key is None:
-        key = rt.extras["cursor_key"] = hashlib.sha256(
-            b"aether-cursor:" + rt.settings.jwt_key.encode()
-        ).digest()
-    assert isinstance(key, bytes)
-    return key
-
-
-def _split(value: str) -> list[str]:
-    return [part.strip() for part in value.split(",") if part.strip()]
-
-
 def body_from_query(params: Mapping[str, str]) -> dict[str, Any]:
     """The search body equivalent to a list request's query parameters."""
     errors = []
@@ -73,9 +58,9 @@ def body_from_query(params: Mapping[str, str]) -> dict[str, Any]:
             body[key] = int(raw) if raw.strip().lstrip("-").isdigit() and len(raw) < 19 else raw
     if "after" in params:
         body["after"] = params["after"]
-    for key in ("sort", "fields", "include"):
+    for key in ("sort", "fields", "include"):  # comma-separated, as parse_search reads them
         if key in params:
-            body[key] = _split(params[key])
+            body[key] = params[key]
     if "count" in params:
         raw = params["count"].lower()
         body["count"] = {"true": True, "1": True, "false": False, "0": False}.get(raw, raw)
@@ -138,7 +123,7 @@ async def execute_search(
         stmt = plan.select(fields).add_columns(*(oc.column.label(oc.label) for oc in order))
         stmt = stmt.where(*where)
         if spec.after is not None:
-            values = decode_cursor(spec.after, sort_signature=spec.signature, key=_cursor_key(rt))
+            values = decode_cursor(spec.after, sort_signature=spec.signature, key=rt.cursor_key)
             stmt = stmt.where(keyset_predicate(order, values))
         stmt = stmt.order_by(*order_by_clauses(order, dialect=rt.dialect))
         stmt = stmt.limit(spec.limit + 1).offset(spec.offset or None)
@@ -148,7 +133,7 @@ async def execute_search(
         next_cursor = None
         if has_more and rows:
             next_cursor = encode_cursor(
-                cursor_values(order, rows[-1]), sort_signature=spec.signature, key=_cursor_key(rt)
+                cursor_values(order, rows[-1]), sort_signature=spec.signature, key=rt.cursor_key
             )
         labels = {oc.label for oc in order}
         items = [

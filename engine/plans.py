@@ -39,11 +39,16 @@ class ReadPlan:
         self.columns = columns
         self.pk = self.table.c.id
         self.is_account = obj.name == "account"
+        self._select_all = self._build_select(self.columns.values())
 
     def select(self, fields: Iterable[str] | None = None) -> sa.Select[Any]:
         """SELECT of the readable fields (or only `fields`, `id` always), unscoped."""
-        names = self.columns.keys() if fields is None else ["id", *(f for f in fields if f != "id")]
-        cols = [self.columns[name] for name in names]
+        if fields is None:
+            return self._select_all
+        names = ["id", *(f for f in fields if f != "id")]
+        return self._build_select(self.columns[name] for name in names)
+
+    def _build_select(self, cols: Iterable[sa.ColumnElement[Any]]) -> sa.Select[Any]:
         return sa.select(
             *cols,
             self.pk.label(PK_LABEL),

@@ -6,6 +6,7 @@ handlers through `request.app.state.runtime`; nothing here is a module-level glo
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,7 +40,8 @@ class Runtime:
     jwt: JwtVerifier
     rate_limiter: RateLimiter
     dialect: str
-    extras: dict[str, Any] = field(default_factory=dict)
+    cursor_key: bytes  # signs and encrypts keyset cursors; derived from the JWT key
+    documents: dict[str, Any] = field(default_factory=dict)  # encoded schema documents
 
     async def close(self) -> None:
         await self.cache.close()
@@ -72,6 +74,7 @@ def build_runtime(settings: Settings, *, engine: AsyncEngine | None = None) -> R
             cache, settings.rate_limit.limit, settings.rate_limit.period_seconds
         ),
         dialect=dialect_name(settings.database_url),
+        cursor_key=hashlib.sha256(b"aether-cursor:" + settings.jwt_key.encode()).digest(),
     )
 
 

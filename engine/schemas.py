@@ -35,7 +35,7 @@ def encode_document(document: Any) -> EncodedDocument:
 
 
 def _cached(rt: Runtime, key: str, build: Any) -> EncodedDocument:
-    cache: dict[str, EncodedDocument] = rt.extras.setdefault("documents", {})
+    cache: dict[str, EncodedDocument] = rt.documents
     if key not in cache:
         cache[key] = encode_document(build())
     return cache[key]

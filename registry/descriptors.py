@@ -132,10 +132,6 @@ class ObjectType(msgspec.Struct, frozen=True, kw_only=True):
                 return f
         return None
 
-    @property
-    def field_map(self) -> dict[str, FieldInfo]:
-        return {f.name: f for f in self.fields}
-
     def relation(self, name: str) -> Relation | None:
         """A to-one (`parent` by the parent's type name, `reference` by its name without `_id`)
         or to-many (`child` by the child's type name) relation, or None."""

@@ -9,7 +9,6 @@ from __future__ import annotations
 from engine.auth.api_keys import (
     Credentials,
     GeneratedKey,
-    LastUsedThrottle,
     extract_credentials,
     generate_api_key,
     hash_secret,
@@ -24,7 +23,6 @@ __all__ = [
     "Credentials",
     "GeneratedKey",
     "JwtVerifier",
-    "LastUsedThrottle",
     "extract_credentials",
     "generate_api_key",
     "hash_secret",

@@ -12,9 +12,7 @@ import hashlib
 import hmac
 import re
 import secrets
-import time
 import zlib
-from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal
@@ -28,7 +26,6 @@ CHECKSUM_LENGTH = 7  # CRC32 in base32 digits
 SECRET_LENGTH = SECRET_BODY_LENGTH + CHECKSUM_LENGTH
 MAX_KEY_LENGTH = 128
 MAX_BEARER_LENGTH = 8 * 1024
-LAST_USED_INTERVAL_SECONDS = 60.0
 
 _ALPHABET = "abcdefghijklmnopqrstuvwxyz234567"
 _KEY_RE = re.compile(rf"ae_([a-z2-7]{{{PREFIX_LENGTH}}})_([a-z2-7]{{{SECRET_LENGTH}}})")
@@ -156,30 +153,3 @@ def _parse_authorization(raw: str) -> Credentials:
             raise UnauthorizedError(_HEADER_ERROR)
         return Credentials("api_key", value)
     raise UnauthorizedError(_HEADER_ERROR)
-
-
-class LastUsedThrottle:
-    """Decides whether to write a key's `last_used_at` now: at most once per interval.
-
-    Per process and bounded (least recently written keys are forgotten first), so with
-    N workers a key is written at most N times a minute; a forgotten key is written early.
-    """
-
-    def __init__(
-        self, interval_seconds: float = LAST_USED_INTERVAL_SECONDS, max_entries: int = 10_000
-    ) -> None:
-        self.interval = interval_seconds
-        self.max_entries = max_entries
-        self._written: OrderedDict[str, float] = OrderedDict()
-
-    def should_write(self, key_id: str, now: float | None = None) -> bool:
-        """True (and remember it) when `key_id` was not written in the last interval."""
-        moment = time.monotonic() if now is None else now
-        last = self._written.get(key_id)
-        if last is not None and moment - last < self.interval:
-            return False
-        self._written[key_id] = moment
-        self._written.move_to_end(key_id)
-        while len(self._written) > self.max_entries:
-            self._written.popitem(last=False)
-        return True

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import re
 
+from models.base import utcnow
 from tests.integration.conftest import Api
 
 EVENT = {"name": "Spring Gala", "starts_at": "2027-03-14T09:00:00+01:00", "code": "GALA-1"}
@@ -180,7 +182,7 @@ async def test_cascade_and_blocking_delete(api: Api) -> None:
         {"title": "S", "starts_at": "2027-03-14T10:00:00Z"},
     )
     from engine.provisioning import find_account
-    from models.base import new_public_id, utcnow
+    from models.base import new_public_id
 
     async with rt.engine.begin() as conn:
         account_pk, _ = await find_account(conn, rt.tables, "alpha")  # type: ignore[misc]
@@ -340,3 +342,33 @@ async def test_no_role_above_your_own_can_be_granted(api: Api) -> None:
     assert r.status_code == 403
     r = await api.client.patch(f"/v3/crud/user/{made['id']}", json={"role": "admin"}, headers=admin)
     assert r.status_code == 200 and r.json()["role"] == "admin"
+
+
+async def test_last_used_at_is_written_at_most_once_a_minute(api: Api) -> None:
+    r = await api.client.post(
+        "/v3/action/api_key", json={"name": "ci", "role": "viewer"}, headers=api.a.headers()
+    )
+    made = r.json()
+    key = {"X-API-Key": made["key"]}
+    assert made["last_used_at"] is None
+
+    async def last_used() -> str | None:
+        got = await api.client.get(f"/v3/crud/api_key/{made['id']}", headers=api.a.headers())
+        value: str | None = got.json()["last_used_at"]
+        return value
+
+    for _ in range(3):
+        assert (await api.client.get("/v3/crud/event", headers=key)).status_code == 200
+    first = await last_used()
+    assert first is not None
+    for _ in range(3):
+        await api.client.get("/v3/crud/event", headers=key)
+    assert await last_used() == first  # not rewritten within the minute
+    api_key = api.runtime.tables["api_key"]
+    async with api.runtime.engine.begin() as conn:  # age the stamp by two minutes
+        old = utcnow() - dt.timedelta(minutes=2)
+        await conn.execute(
+            api_key.update().where(api_key.c.id_random == made["id"]).values(last_used_at=old)
+        )
+    await api.client.get("/v3/crud/event", headers=key)
+    assert (await last_used()) > first

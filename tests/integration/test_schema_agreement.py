@@ -204,12 +204,15 @@ async def fetch_schemas(api: Api) -> Schemas:
     return Schemas(docs)
 
 
+_FETCHED: dict[int, Schemas] = {}
+
+
 async def cached_schemas(api: Api) -> Schemas:
     """The schemas of this test's app, fetched once per app (hypothesis reuses the app)."""
-    if "test_schemas" not in api.runtime.extras:
-        api.runtime.extras["test_schemas"] = await fetch_schemas(api)
-    schemas: Schemas = api.runtime.extras["test_schemas"]
-    return schemas
+    if id(api) not in _FETCHED:
+        _FETCHED.clear()  # one app at a time: an old id may be reused by a new app
+        _FETCHED[id(api)] = await fetch_schemas(api)
+    return _FETCHED[id(api)]
 
 
 def _refs(node: Any) -> list[str]:

@@ -12,7 +12,6 @@ from hypothesis import strategies as st
 from engine.auth.api_keys import (
     MAX_KEY_LENGTH,
     Credentials,
-    LastUsedThrottle,
     extract_credentials,
     generate_api_key,
     hash_secret,
@@ -157,22 +156,3 @@ def test_credentials_repr_hides_the_value() -> None:
 def test_extract_credentials_only_raises_unauthorized(headers: dict[str, str]) -> None:
     with contextlib.suppress(UnauthorizedError):
         extract_credentials(headers)
-
-
-def test_last_used_throttle_writes_once_a_minute_per_key() -> None:
-    throttle = LastUsedThrottle()
-    assert throttle.should_write("k1", now=1000.0)
-    assert not throttle.should_write("k1", now=1030.0)
-    assert throttle.should_write("k2", now=1030.0)
-    assert not throttle.should_write("k1", now=1059.9)
-    assert throttle.should_write("k1", now=1060.0)
-    assert not throttle.should_write("k1", now=1061.0)
-
-
-def test_last_used_throttle_is_bounded() -> None:
-    throttle = LastUsedThrottle(max_entries=3)
-    for index in range(10):
-        assert throttle.should_write(f"k{index}", now=0.0)
-    assert len(throttle._written) == 3
-    assert not throttle.should_write("k9", now=1.0)  # recent keys are remembered
-    assert throttle.should_write("k0", now=1.0)  # the oldest was forgotten: written early

@@ -43,6 +43,7 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await rt.start()
         try:
             yield
         finally:

@@ -1,13 +1,17 @@
 """Generic CRUD handlers for every object type, flat and nested (SPEC 5).
 
 Each handler is parse → authorise → resolve → execute: the path is checked against the
-registry, the role against the type's permissions (before any body is read), the ancestors
-and references are resolved to internal keys inside the caller's account, and one
-transaction does the work. Every statement carries the account predicate.
+registry, the role against the type's permissions (before any body is read), and the work
+is as few single statements as it can be, in autocommit: a read is one SELECT (ancestors
+checked inside it), a create one INSERT … RETURNING (plus one lookup for a nested parent or
+each reference), an update a SELECT and an UPDATE guarded by the version read, a delete a
+SELECT and a DELETE the database cascades or refuses. Every statement carries the account
+predicate.
 """
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 from collections.abc import Mapping
 from typing import Any
@@ -15,6 +19,8 @@ from urllib.parse import unquote
 
 import msgspec
 import sqlalchemy as sa
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection
 from starlette.requests import Request
 from starlette.responses import Response
@@ -32,16 +38,29 @@ from engine.errors import (
     ServiceUnavailableError,
     ValidationError,
 )
-from engine.listing import run_list, run_search
+from engine.listing import attach_includes, include_tree, needed_fields, run_list, run_search
 from engine.paths import CrudPath, parse_crud_path
-from engine.plans import PK_LABEL, VERSION_LABEL, ReadPlan
+from engine.plans import ReadPlan
 from engine.principal import Principal
-from engine.repository import IdCollisionError, fetch_one, transaction, translate_errors
-from engine.responses import etag_for, json_response, matches_etag, not_modified, public_row
+from engine.repository import IdCollisionError, autocommit, read, translate_errors
+from engine.responses import (
+    etag_for,
+    json_response,
+    matches_etag,
+    not_modified,
+    valid_etag_list,
+)
 from engine.runtime import Runtime, get_runtime
 from engine.schemas import schema_index_response, type_schema_response
-from engine.scoping import locate, parent_condition, resolve_references
-from engine.search import parse_fields
+from engine.scoping import (
+    ancestor_types,
+    bind_params,
+    locate,
+    resolve_parent,
+    resolve_references,
+    scope_account,
+)
+from engine.search import parse_fields, parse_include
 from models.base import new_public_id, utcnow
 from registry.descriptors import ROLE_ORDER, ObjectType
 from registry.types import BodyError, WriteErrors
@@ -151,20 +170,32 @@ def check_role_grant(
 
 async def fetch_item(
     conn: AsyncConnection,
-    plan: ReadPlan,
-    public_id: str,
+    rt: Runtime,
+    path: CrudPath,
     account_id: int | None,
-    parent_id: int | None,
     *,
     fields: list[str] | None = None,
-) -> Mapping[str, Any]:
-    stmt = plan.scoped(plan.select(fields), account_id).where(
-        plan.table.c.id_random == public_id, parent_condition(plan, parent_id)
-    )
-    row = await fetch_one(conn, stmt)
+) -> Row[Any]:
+    """The object the path names, ancestors checked in the same statement; 404 when absent.
+
+    On a miss the ancestors are looked up once more, so a missing parent says so.
+    """
+    obj = path.obj
+    assert obj is not None
+    plan = rt.plans[obj.name]
+    ancestors = ancestor_types(path)
+    stmt = plan.item(ancestors, scoped=account_id is not None, fields=fields)
+    row: Row[Any] | None = (await conn.execute(stmt, bind_params(path, account_id))).first()
     if row is None:
-        raise NotFoundError(f"No {plan.obj.name} with that id")
+        await resolve_parent(conn, rt, path, account_id)
+        raise NotFoundError(f"No {obj.name} with that id")
     return row
+
+
+def _item_names(plan: ReadPlan, fields: list[str] | None) -> tuple[str, ...]:
+    if fields is None:
+        return plan.names
+    return ("id", *(f for f in fields if f != "id"))
 
 
 async def read_item(
@@ -173,15 +204,42 @@ async def read_item(
     obj = path.obj
     assert obj is not None and path.public_id is not None
     plan = rt.plans[obj.name]
-    raw_fields = request.query_params.get("fields")
+    params = request.query_params
+    unknown = [k for k in params if k not in _ITEM_PARAMS]
+    if unknown:
+        raise ValidationError([{"path": k, "message": "unknown query parameter"} for k in unknown])
+    raw_fields = params.get("fields")
+    includes = (
+        parse_include(params["include"], obj, rt.registry, role=principal.role)
+        if "include" in params
+        else ()
+    )
     fields = None if raw_fields is None else list(parse_fields(raw_fields, obj))
-    async with transaction(rt.engine, obj) as conn:
-        account_id, parent_id = await locate(conn, rt, principal, path)
-        row = await fetch_item(conn, plan, path.public_id, account_id, parent_id, fields=fields)
-    etag = etag_for(row[VERSION_LABEL])
-    if matches_etag(request.headers.get("if-none-match"), etag):
+    if fields is not None:
+        fields = needed_fields(obj, fields, includes)
+
+    async def work(conn: AsyncConnection) -> tuple[dict[str, Any], int]:
+        account_id = await scope_account(conn, rt, principal, path)
+        row = await fetch_item(conn, rt, path, account_id, fields=fields)
+        names = _item_names(plan, fields)
+        item = plan.public(row, names)
+        if includes:
+            pk = int(row[len(names)])
+            await attach_includes(conn, rt, obj, [item], [pk], include_tree(includes), account_id)
+            if raw_fields is not None:
+                wanted = set(parse_fields(raw_fields, obj)) | {"id"}
+                wanted |= {inc.relations[0].name for inc in includes}
+                item = {k: v for k, v in item.items() if k in wanted}
+        return item, int(row[len(names) + 1])
+
+    item, version = await read(rt.reader, work, obj)
+    etag = etag_for(version)
+    if matches_etag(request.headers.get("if-none-match"), etag, weak=True):
         return not_modified(etag)
-    return json_response(public_row(row), headers={"ETag": etag})
+    return json_response(item, headers={"ETag": etag})
+
+
+_ITEM_PARAMS = frozenset({"fields", "include"})
 
 
 # -- writes -----------------------------------------------------------------------------
@@ -200,6 +258,19 @@ def _write_errors(exc: WriteErrors) -> ValidationError:
     return ValidationError([{"path": e.path, "message": e.message} for e in exc.errors])
 
 
+def _check_granted_role(principal: Principal, obj: ObjectType, raw: Mapping[str, Any]) -> None:
+    """Authorisation before validation: a role above the caller's own is a 403 whatever
+    else the body holds (even when it holds nothing else valid)."""
+    if not is_role_field(obj) or "role" not in raw:
+        return
+    try:
+        granted = msgspec.json.decode(raw["role"])
+    except msgspec.DecodeError:
+        return  # not a role at all: validation says so
+    if isinstance(granted, str) and granted in ROLE_ORDER and not principal.has_role(granted):
+        raise ForbiddenError("A role higher than your own cannot be granted")
+
+
 def _to_columns(obj: ObjectType, values: Mapping[str, Any]) -> dict[str, Any]:
     """Checked public values → column values (references excluded; transforms applied)."""
     columns: dict[str, Any] = {}
@@ -213,6 +284,26 @@ def _to_columns(obj: ObjectType, values: Mapping[str, Any]) -> dict[str, Any]:
     return columns
 
 
+async def _columns(obj: ObjectType, values: Mapping[str, Any]) -> dict[str, Any]:
+    """`_to_columns`, in a worker thread when a transform (password hashing) has work to do,
+    so the event loop never waits for it; always before any connection is taken."""
+    if any(f.transform is not None and values.get(f.name) is not None for f in obj.fields):
+        return await asyncio.to_thread(_to_columns, obj, values)
+    return _to_columns(obj, values)
+
+
+def _utc(value: Any) -> Any:
+    return value.astimezone(dt.UTC) if isinstance(value, dt.datetime) else value
+
+
+def _written(
+    plan: ReadPlan, stored: Mapping[str, Any], values: Mapping[str, Any]
+) -> dict[str, Any]:
+    """The object as a read would return it: `stored` (a previous read, or an INSERT's
+    RETURNING) overlaid with the public `values` just written (references as public ids)."""
+    return {name: _utc(values[name]) if name in values else stored.get(name) for name in plan.names}
+
+
 async def create_item(
     request: Request, rt: Runtime, principal: Principal, path: CrudPath
 ) -> Response:
@@ -220,6 +311,7 @@ async def create_item(
     assert obj is not None
     plan = rt.plans[obj.name]
     raw = _decode_body(rt, obj, await read_body(request))
+    _check_granted_role(principal, obj, raw)
     supplied: dict[str, Any] = {}
     if path.parent is not None and obj.parent is not None:
         supplied[obj.parent.field] = path.parent.public_id
@@ -228,41 +320,50 @@ async def create_item(
     except WriteErrors as exc:
         raise _write_errors(exc) from exc
     check_role_grant(principal, obj, values)
-    async with transaction(rt.engine, obj) as conn:
+    columns = await _columns(obj, values)
+    async with autocommit(rt.reader, obj) as conn:
         account_id, parent_id = await locate(conn, rt, principal, path)
         known = {obj.parent.field: parent_id} if obj.parent and parent_id is not None else {}
         refs = await resolve_references(conn, rt, obj, values, account_id, known)
-        columns = {**_to_columns(obj, values), **refs}
+        columns.update(refs)
         if obj.tenant_owned:
             if account_id is None:
                 raise ForbiddenError("Objects are created inside an account")
             columns["account_id"] = account_id
         now = utcnow()
         columns.update(created_at=now, updated_at=now, version=1)
-        pk = await _insert(conn, plan, columns)
-        row = await fetch_one(
-            conn, plan.select().where(plan.pk == pk, plan.tenant_predicate(account_id))
-        )
-    assert row is not None
-    location = _item_url(request, row["id"])
+        row = await _insert(conn, plan, columns)
+    stored = dict(row._mapping)
+    for field in plan.readable:  # the owning account is a reference no body carries
+        if field.references == "account" and field.name not in values:
+            stored[field.name] = _account_public_id(principal, path)
+    item = _written(plan, stored, values)
     return json_response(
-        public_row(row),
+        item,
         status=201,
-        headers={"ETag": etag_for(row[VERSION_LABEL]), "Location": location},
+        headers={"ETag": etag_for(1), "Location": _item_url(request, item["id"])},
     )
 
 
-async def _insert(conn: AsyncConnection, plan: ReadPlan, columns: dict[str, Any]) -> int:
+def _account_public_id(principal: Principal, path: CrudPath) -> str | None:
+    if not principal.is_system:
+        return principal.account_public_id
+    first = path.ancestors[0] if path.ancestors else None
+    return first.public_id if first is not None and first.obj.name == "account" else None
+
+
+async def _insert(conn: AsyncConnection, plan: ReadPlan, columns: dict[str, Any]) -> Row[Any]:
+    """INSERT … RETURNING in one statement (autocommit: it commits, or changes nothing)."""
     for _ in range(ID_ATTEMPTS):
         columns["id_random"] = new_public_id()
         try:
-            async with conn.begin_nested(), translate_errors(plan.obj):
-                result = await conn.execute(plan.table.insert().values(**columns))
+            async with translate_errors(plan.obj):
+                result = await conn.execute(
+                    plan.table.insert().values(**columns).returning(*plan.returning)
+                )
         except IdCollisionError:
             continue
-        pk = result.inserted_primary_key
-        assert pk is not None
-        return int(pk[0])
+        return result.one()
     raise ServiceUnavailableError("Could not allocate a unique id; retry")
 
 
@@ -271,54 +372,86 @@ def _item_url(request: Request, public_id: str) -> str:
     return f"{base}/{public_id}"
 
 
-def _check_if_match(request: Request, rt: Runtime, version: int) -> int | None:
-    """The version the client asserted with If-Match (412 when stale), or None."""
+def _if_match(request: Request, rt: Runtime) -> str | None:
+    """The If-Match header (400 when malformed, 428 when required and absent)."""
     header = request.headers.get("if-match")
     if header is None:
         if rt.settings.require_if_match:
             raise PreconditionRequiredError("Send If-Match with the ETag you last read")
         return None
-    if not matches_etag(header, etag_for(version)):
+    if not valid_etag_list(header):
+        raise BadRequestError('If-Match must be "*" or a list of quoted ETags, e.g. "3"')
+    return header
+
+
+def _check_if_match(header: str | None, version: int) -> None:
+    if header is not None and not matches_etag(header, etag_for(version)):
         raise PreconditionFailedError("The object changed since you read it (ETag mismatch)")
-    return version
+
+
+#: How often an update without If-Match re-reads and retries when another write came first.
+UPDATE_ATTEMPTS = 20
 
 
 async def update_item(
     request: Request, rt: Runtime, principal: Principal, path: CrudPath
 ) -> Response:
+    """Read, validate the merge, write under the version read: two statements.
+
+    With If-Match a concurrent write is a 412; without, the client asked for no precondition,
+    so the update is re-read and re-applied on the newer version.
+    """
     obj = path.obj
     assert obj is not None and path.public_id is not None
     plan = rt.plans[obj.name]
     raw = _decode_body(rt, obj, await read_body(request))
-    async with transaction(rt.engine, obj) as conn:
-        account_id, parent_id = await locate(conn, rt, principal, path)
-        current = await fetch_item(conn, plan, path.public_id, account_id, parent_id)
-        version = int(current[VERSION_LABEL])
-        _check_if_match(request, rt, version)
-        try:
-            values = rt.decoders[obj.name].update(raw, current=public_row(current))
-        except WriteErrors as exc:
-            raise _write_errors(exc) from exc
-        check_role_grant(principal, obj, values, current)
-        pk = int(current[PK_LABEL])
-        if values:
-            refs = await resolve_references(conn, rt, obj, values, account_id, {})
-            columns = {**_to_columns(obj, values), **refs}
-            columns.update(updated_at=_later(current.get("updated_at")), version=version + 1)
+    _check_granted_role(principal, obj, raw)
+    if_match = _if_match(request, rt)
+    async with autocommit(rt.reader, obj) as conn:
+        account_id = await scope_account(conn, rt, principal, path)
+        for _ in range(UPDATE_ATTEMPTS):
+            row = await fetch_item(conn, rt, path, account_id)
+            current = plan.public(row)
+            version = int(row[len(plan.names) + 1])
+            _check_if_match(if_match, version)
+            try:
+                values = rt.decoders[obj.name].update(raw, current=current)
+            except WriteErrors as exc:
+                raise _write_errors(exc) from exc
+            check_role_grant(principal, obj, values, current)
+            if not values:
+                return json_response(current, headers={"ETag": etag_for(version)})
+            columns = await _columns(obj, values)
+            columns.update(await resolve_references(conn, rt, obj, values, account_id, {}))
+            updated_at = _later(current.get("updated_at"))
+            columns.update(updated_at=updated_at, version=version + 1)
+            pk = int(row[len(plan.names)])
             result = await conn.execute(
                 plan.table.update()
-                .where(plan.pk == pk, plan.table.c.version == version)
+                .where(
+                    plan.pk == pk,
+                    plan.tenant_predicate(account_id),
+                    plan.table.c.version == version,
+                )
                 .values(**columns)
             )
-            if result.rowcount != 1:
+            if result.rowcount == 1:
+                break
+            if if_match is not None:
                 raise PreconditionFailedError(
                     "The object changed while you wrote it; read it again"
                 )
-        row = await fetch_one(
-            conn, plan.select().where(plan.pk == pk, plan.tenant_predicate(account_id))
-        )
-    assert row is not None
-    return json_response(public_row(row), headers={"ETag": etag_for(row[VERSION_LABEL])})
+        else:
+            raise ConflictError("The object is changing too often to update; retry")
+    if obj.name in AUTH_TYPES:
+        await rt.principals.invalidate()
+    stored = {**current, "updated_at": updated_at, "version": version + 1}
+    item = _written(plan, stored, values)
+    return json_response(item, headers={"ETag": etag_for(version + 1)})
+
+
+#: Types whose changes can end a principal's access (keys, users, accounts).
+AUTH_TYPES = frozenset({"api_key", "user", "account"})
 
 
 def _later(previous: Any) -> dt.datetime:
@@ -332,30 +465,41 @@ def _later(previous: Any) -> dt.datetime:
 async def delete_item(
     request: Request, rt: Runtime, principal: Principal, path: CrudPath
 ) -> Response:
+    """Read (role and version), then one DELETE; the database cascades or refuses.
+
+    A refusal by a foreign key names the blocking types (looked up only then).
+    """
     obj = path.obj
     assert obj is not None and path.public_id is not None
     plan = rt.plans[obj.name]
-    async with transaction(rt.engine, obj) as conn:
-        account_id, parent_id = await locate(conn, rt, principal, path)
-        role_field = ["role"] if is_role_field(obj) else []
-        current = await fetch_item(
-            conn, plan, path.public_id, account_id, parent_id, fields=role_field
-        )
-        version = int(current[VERSION_LABEL])
-        _check_if_match(request, rt, version)
+    if_match = _if_match(request, rt)
+    async with autocommit(rt.reader, obj) as conn:
+        account_id = await scope_account(conn, rt, principal, path)
+        role_field = ["role"] if is_role_field(obj) else None
+        row = await fetch_item(conn, rt, path, account_id, fields=role_field)
+        names = _item_names(plan, role_field)
+        current = plan.public(row, names)
+        pk, version = int(row[len(names)]), int(row[len(names) + 1])
+        _check_if_match(if_match, version)
         check_role_grant(principal, obj, {}, current)
-        pk = int(current[PK_LABEL])
-        blockers = await blocking_types(conn, rt, obj, sa.literal(pk))
-        if blockers:
-            raise ConflictError(
-                f"{obj.name} is still referenced by: {', '.join(blockers)}",
-                errors=[{"path": name, "message": "references this object"} for name in blockers],
+        try:
+            result = await conn.execute(
+                plan.table.delete().where(
+                    plan.pk == pk,
+                    plan.tenant_predicate(account_id),
+                    plan.table.c.version == version,
+                )
             )
-        result = await conn.execute(
-            plan.table.delete().where(plan.pk == pk, plan.table.c.version == version)
-        )
+        except sa_exc.IntegrityError as exc:
+            blockers = await blocking_types(conn, rt, obj, sa.literal(pk), account_id)
+            raise ConflictError(
+                f"{obj.name} is still referenced by: {', '.join(blockers) or 'other objects'}",
+                errors=[{"path": name, "message": "references this object"} for name in blockers],
+            ) from exc
         if result.rowcount != 1:
             raise PreconditionFailedError("The object changed while you deleted it")
+    if obj.name in AUTH_TYPES:
+        await rt.principals.invalidate()
     response = Response(status_code=204)
     response.headers["Cache-Control"] = "private, no-cache"
     return response
@@ -366,6 +510,7 @@ async def blocking_types(
     rt: Runtime,
     obj: ObjectType,
     keys: sa.ColumnElement[Any] | sa.Select[Any],
+    account_id: int | None,
     depth: int = 0,
 ) -> list[str]:
     """Types whose rows would block deleting the rows of `obj` with internal ids `keys`.
@@ -380,10 +525,11 @@ async def blocking_types(
         table = rt.tables[referrer.table]
         column = table.c[relation.field]
         matching = sa.select(table.c.id).where(
-            column.in_(keys) if isinstance(keys, sa.Select) else column == keys
+            column.in_(keys) if isinstance(keys, sa.Select) else column == keys,
+            rt.plans[referrer.name].tenant_predicate(account_id),
         )
         if relation.on_delete == "CASCADE":
-            nested = await blocking_types(conn, rt, referrer, matching, depth + 1)
+            nested = await blocking_types(conn, rt, referrer, matching, account_id, depth + 1)
             blockers.extend(n for n in nested if n not in blockers)
         elif relation.on_delete in ("RESTRICT", "NO ACTION"):
             exists = (await conn.execute(sa.select(sa.exists(matching)))).scalar()

@@ -1,8 +1,12 @@
 """Database engines: one async SQLAlchemy engine per process, set up per dialect.
 
 MariaDB runs in strict SQL mode with utf8mb4 (nothing silently truncated) and a statement
-time limit; SQLite enforces foreign keys; every pool pre-pings and times out instead of
-hanging. Nothing here runs a query on behalf of a request: that is `repository.py`.
+time limit; SQLite enforces foreign keys; every pool times out instead of hanging. Each
+process has two engines: a transactional one for work that spans statements (uploads,
+provisioning) and an autocommit one for everything that is a single statement (reads and
+most CRUD writes), which costs no BEGIN/COMMIT round trips. Neither pre-pings: a read that
+meets a dropped connection is retried once (`repository.read`). Nothing here runs a query
+on behalf of a request: that is `repository.py`.
 """
 
 from __future__ import annotations
@@ -61,12 +65,24 @@ def read_timeout_seconds(settings: Settings) -> float | None:
     return settings.db_statement_timeout_ms / 1000 + READ_TIMEOUT_SLACK_SECONDS
 
 
-def create_engine(settings: Settings, **overrides: Any) -> AsyncEngine:
-    """The process's engine for `settings.database_url`, configured for its dialect."""
+def create_engine(
+    settings: Settings,
+    *,
+    autocommit: bool = False,
+    sqlite_begin: bool = True,
+    **overrides: Any,
+) -> AsyncEngine:
+    """An engine for `settings.database_url`, configured for its dialect.
+
+    `autocommit=True` gives the engine for single statements: each commits by itself and a
+    connection goes back to the pool without a ROLLBACK. `sqlite_begin=False` leaves SQLite
+    transactions to the driver (for migrations, whose PRAGMAs only work outside one).
+    """
     url = normalise_url(settings.database_url)
     backend = url.get_backend_name()
-    # Pre-ping survives a database restart; an embedded SQLite file never goes away.
-    kwargs: dict[str, Any] = {"pool_pre_ping": backend != "sqlite"}
+    kwargs: dict[str, Any] = {"pool_pre_ping": False}
+    if autocommit:
+        kwargs.update(isolation_level="AUTOCOMMIT", skip_autocommit_rollback=True)
     if backend == "sqlite":
         kwargs["connect_args"] = {"timeout": settings.db_pool_timeout}
         if url.database in (None, "", ":memory:"):
@@ -96,11 +112,15 @@ def create_engine(settings: Settings, **overrides: Any) -> AsyncEngine:
             }
     kwargs.update(overrides)
     engine = create_async_engine(url, **kwargs)
-    _install_session_setup(engine, backend, settings)
+    _install_session_setup(
+        engine, backend, settings, explicit_begin=sqlite_begin and not autocommit
+    )
     return engine
 
 
-def _install_session_setup(engine: AsyncEngine, backend: str, settings: Settings) -> None:
+def _install_session_setup(
+    engine: AsyncEngine, backend: str, settings: Settings, *, explicit_begin: bool
+) -> None:
     sync_engine = engine.sync_engine
     if backend == "sqlite":
 
@@ -111,6 +131,19 @@ def _install_session_setup(engine: AsyncEngine, backend: str, settings: Settings
             cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute("PRAGMA busy_timeout=5000")
             cursor.close()
+            if explicit_begin:
+                # SQLAlchemy's recipe for real SQLite transactions: the driver's own implicit
+                # BEGIN handling would turn a SAVEPOINT into the outer transaction and commit
+                # on its release; we emit BEGIN ourselves instead. IMMEDIATE takes the write
+                # lock up front, so two writers queue (busy_timeout) instead of one failing
+                # when it upgrades a read lock.
+                dbapi_conn.isolation_level = None
+
+        if explicit_begin:
+
+            @event.listens_for(sync_engine, "begin")
+            def _sqlite_begin(conn: Any) -> None:
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
 
     elif backend == "mysql":
         statement_seconds = settings.db_statement_timeout_ms / 1000

@@ -25,7 +25,7 @@ async def readyz(request: Request) -> Response:
     checks: dict[str, str] = {}
     ready = True
     try:
-        at_head = await asyncio.wait_for(is_at_head(rt.engine, rt.settings), READY_TIMEOUT_SECONDS)
+        at_head = await asyncio.wait_for(is_at_head(rt.reader, rt.settings), READY_TIMEOUT_SECONDS)
         checks["database"] = "ok" if at_head else "not migrated: run `aether migrate`"
         ready = at_head
     except Exception as exc:  # any failure means "not ready", never a 500

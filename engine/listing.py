@@ -21,14 +21,13 @@ from engine.errors import BadRequestError, ValidationError
 from engine.paths import CrudPath
 from engine.plans import PK_LABEL, ReadPlan
 from engine.principal import Principal
-from engine.repository import fetch_all, transaction
+from engine.repository import fetch_all, read
 from engine.responses import json_response, public_row
 from engine.runtime import Runtime
-from engine.scoping import locate, parent_condition
+from engine.scoping import ancestor_types, bind_params, resolve_parent, scope_account
 from engine.search import (
     compile_filter,
     compile_order,
-    cursor_values,
     decode_cursor,
     default_sort,
     encode_cursor,
@@ -103,12 +102,22 @@ async def execute_search(
     obj = path.obj
     assert obj is not None
     plan = rt.plans[obj.name]
-    fields = _needed_fields(obj, spec)
-    async with transaction(rt.engine, obj) as conn:
-        account_id, parent_id = await locate(conn, rt, principal, path)
+    fields = None if spec.fields is None else needed_fields(obj, list(spec.fields), spec.include)
+    names = plan.names if fields is None else ("id", *(f for f in fields if f != "id"))
+    order = compile_order(spec.sort, obj, plan.table, dialect=rt.dialect)
+    after = (
+        None
+        if spec.after is None
+        else decode_cursor(spec.after, sort_signature=spec.signature, key=rt.cursor_key)
+    )
+
+    async def work(conn: AsyncConnection) -> dict[str, Any]:
+        account_id = await scope_account(conn, rt, principal, path)
+        scoped = account_id is not None
+        params = bind_params(path, account_id)
         where = [
-            plan.tenant_predicate(account_id),
-            parent_condition(plan, parent_id),
+            plan.account_param() if scoped else sa.true(),
+            plan.under(ancestor_types(path), scoped=scoped),
             compile_filter(
                 spec.filter,
                 obj,
@@ -119,59 +128,54 @@ async def execute_search(
                 table=plan.table,
             ),
         ]
-        order = compile_order(spec.sort, obj, plan.table, dialect=rt.dialect)
         stmt = plan.select(fields).add_columns(*(oc.column.label(oc.label) for oc in order))
         stmt = stmt.where(*where)
-        if spec.after is not None:
-            values = decode_cursor(spec.after, sort_signature=spec.signature, key=rt.cursor_key)
-            stmt = stmt.where(keyset_predicate(order, values))
+        if after is not None:
+            stmt = stmt.where(keyset_predicate(order, after))
         stmt = stmt.order_by(*order_by_clauses(order, dialect=rt.dialect))
         stmt = stmt.limit(spec.limit + 1).offset(spec.offset or None)
-        rows = await fetch_all(conn, stmt)
+        rows = (await conn.execute(stmt, params)).all()
+        if not rows and path.ancestors:
+            await resolve_parent(conn, rt, path, account_id)  # a missing parent is a 404
         has_more = len(rows) > spec.limit
         rows = rows[: spec.limit]
+        width = len(names)
         next_cursor = None
         if has_more and rows:
             next_cursor = encode_cursor(
-                cursor_values(order, rows[-1]), sort_signature=spec.signature, key=rt.cursor_key
+                list(rows[-1][width + 2 :]), sort_signature=spec.signature, key=rt.cursor_key
             )
-        labels = {oc.label for oc in order}
-        items = [
-            {k: v for k, v in public_row(row).items() if k not in labels and _wanted(k, spec)}
-            for row in rows
-        ]
-        pks = [int(row[PK_LABEL]) for row in rows]
+        items = [dict(zip(names, row, strict=False)) for row in rows]
         if spec.include:
-            await attach_includes(
-                conn, rt, obj, items, pks, _include_tree(spec.include), account_id
-            )
+            pks = [int(row[width]) for row in rows]
+            await attach_includes(conn, rt, obj, items, pks, include_tree(spec.include), account_id)
+        if spec.fields is not None:
+            wanted = {"id", *spec.fields, *(inc.relations[0].name for inc in spec.include)}
+            items = [{k: v for k, v in item.items() if k in wanted} for item in items]
         envelope: dict[str, Any] = {"data": items, "next": next_cursor}
         if spec.count:
             total_stmt = sa.select(sa.func.count()).select_from(plan.table).where(*where)
-            envelope["total"] = int((await conn.execute(total_stmt)).scalar_one())
-    return json_response(envelope)
+            envelope["total"] = int((await conn.execute(total_stmt, params)).scalar_one())
+        return envelope
+
+    return json_response(await read(rt.reader, work, obj))
 
 
-def _needed_fields(obj: ObjectType, spec: SearchSpec) -> list[str] | None:
-    """The selected fields plus the reference fields to-one includes need to match on."""
-    if spec.fields is None:
-        return None
-    names = list(spec.fields)
-    for inc in spec.include:
+def needed_fields(obj: ObjectType, fields: list[str], includes: Sequence[Include]) -> list[str]:
+    """The selected fields plus what includes need to match on (a to-one include's
+    reference field), whatever `fields` says."""
+    names = list(fields)
+    for inc in includes:
         first = inc.relations[0]
         if first.kind != "child" and first.field not in names:
             names.append(first.field)
     return names
 
 
-def _wanted(name: str, spec: SearchSpec) -> bool:
-    return spec.fields is None or name in spec.fields
-
-
 IncludeTree = dict[str, tuple[Relation, "IncludeTree"]]
 
 
-def _include_tree(includes: Sequence[Include]) -> IncludeTree:
+def include_tree(includes: Sequence[Include]) -> IncludeTree:
     tree: IncludeTree = {}
     for inc in includes:
         level = tree

@@ -238,7 +238,7 @@ def migration_engine(settings: Settings) -> AsyncEngine:
     ensure_sqlite_directory(settings.database_url)
     unlimited = msgspec.structs.replace(settings, db_statement_timeout_ms=0)
     if dialect_name(settings.database_url) != "postgresql":
-        return create_engine(unlimited)
+        return create_engine(unlimited, sqlite_begin=False)
     connect_args = {  # no asyncpg command_timeout either
         "timeout": CONNECT_TIMEOUT_SECONDS,
         "server_settings": {"statement_timeout": "0", "timezone": "UTC"},

@@ -4,11 +4,15 @@ A plan selects every readable field under its public name: `id_random` as `id`, 
 foreign key as the referenced row's public id (one LEFT JOIN per reference), plus the
 internal key and version under private labels. Tenant scoping is added by `scoped()` to
 every statement; there is no way to get a statement from a plan without it.
+
+The statements of the hot paths (one object by id, under any chain of ancestors) are built
+once with bind parameters (`:acct`, `:pid`, `:anc0`...), so a request only binds values:
+the ancestor chain is checked inside the same statement, never by a statement of its own.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -17,6 +21,30 @@ from registry.descriptors import FieldInfo, ObjectType, Registry
 
 PK_LABEL = "_pk"
 VERSION_LABEL = "_version"
+ACCOUNT_PARAM = "acct"
+ID_PARAM = "pid"
+
+
+def ancestor_param(depth: int) -> str:
+    return f"anc{depth}"
+
+
+def ancestor_key(
+    ancestors: tuple[ObjectType, ...], tables: Mapping[str, sa.Table], *, scoped: bool
+) -> sa.ScalarSelect[Any]:
+    """The internal key of the last of `ancestors`, found by their public ids (`:anc0`...)
+    along the parent chain, each inside the account `:acct` when `scoped`."""
+    aliases = [tables[a.table].alias(f"anc{i}") for i, a in enumerate(ancestors)]
+    conditions: list[sa.ColumnElement[bool]] = []
+    for i, (step, alias) in enumerate(zip(ancestors, aliases, strict=True)):
+        conditions.append(alias.c.id_random == sa.bindparam(ancestor_param(i)))
+        if scoped:
+            column = alias.c.id if step.name == "account" else alias.c.account_id
+            conditions.append(column == sa.bindparam(ACCOUNT_PARAM))
+        if i > 0:
+            assert step.parent is not None
+            conditions.append(alias.c[step.parent.field] == aliases[i - 1].c.id)
+    return sa.select(aliases[-1].c.id).where(*conditions).scalar_subquery()
 
 
 class ReadPlan:
@@ -37,9 +65,22 @@ class ReadPlan:
                 columns[field.name] = self.table.c[field.column].label(field.name)
         self.source = source
         self.columns = columns
+        self.names: tuple[str, ...] = tuple(columns)
         self.pk = self.table.c.id
         self.is_account = obj.name == "account"
+        self.tables = tables
         self._select_all = self._build_select(self.columns.values())
+        self._items: dict[tuple[tuple[str, ...], bool], sa.Select[Any]] = {}
+        #: What an INSERT returns: every readable column that is not a reference (those
+        #: are public ids of other rows, known to the writer), then key and version.
+        self.returning: tuple[sa.ColumnElement[Any], ...] = (
+            *(self.table.c[f.column].label(f.name) for f in self.readable if f.kind != "reference"),
+            self.pk.label(PK_LABEL),
+            self.table.c.version.label(VERSION_LABEL),
+        )
+        for chain in ancestor_chains(obj, registry):
+            for scoped in (True, False):
+                self.item(chain, scoped=scoped)
 
     def select(self, fields: Iterable[str] | None = None) -> sa.Select[Any]:
         """SELECT of the readable fields (or only `fields`, `id` always), unscoped."""
@@ -65,6 +106,56 @@ class ReadPlan:
 
     def scoped(self, stmt: sa.Select[Any], account_id: int | None) -> sa.Select[Any]:
         return stmt.where(self.tenant_predicate(account_id))
+
+    def account_param(self) -> sa.ColumnElement[bool]:
+        """The account predicate with the account as the bind parameter `:acct`."""
+        column = self.table.c.id if self.is_account else self.table.c.account_id
+        return column == sa.bindparam(ACCOUNT_PARAM)
+
+    def under(self, ancestors: tuple[ObjectType, ...], *, scoped: bool) -> sa.ColumnElement[bool]:
+        """Rows whose parent is the last of `ancestors` (bound as `:anc0`...), or `true`."""
+        parent = self.obj.parent
+        if not ancestors or parent is None:
+            return sa.true()
+        return self.table.c[parent.field] == ancestor_key(ancestors, self.tables, scoped=scoped)
+
+    def item(
+        self,
+        ancestors: tuple[ObjectType, ...],
+        *,
+        scoped: bool = True,
+        fields: Iterable[str] | None = None,
+    ) -> sa.Select[Any]:
+        """SELECT of the object `:pid` under `ancestors`, in account `:acct` when `scoped`.
+
+        Built once per ancestor chain (at start-up), or per request when `fields` narrows it.
+        """
+        key = (tuple(a.name for a in ancestors), scoped)
+        if fields is None and key in self._items:
+            return self._items[key]
+        stmt = self.select(fields).where(
+            self.table.c.id_random == sa.bindparam(ID_PARAM),
+            self.under(ancestors, scoped=scoped),
+        )
+        if scoped:
+            stmt = stmt.where(self.account_param())
+        if fields is None:
+            self._items[key] = stmt
+        return stmt
+
+    def public(self, row: Sequence[Any], names: Sequence[str] | None = None) -> dict[str, Any]:
+        """The public part of a row selected by `select()` (the first `len(names)` columns)."""
+        return dict(zip(names or self.names, row, strict=False))
+
+
+def ancestor_chains(obj: ObjectType, registry: Registry) -> list[tuple[ObjectType, ...]]:
+    """Every ancestor tuple a URL can name before `obj`: suffixes of its parent chain."""
+    chain: list[ObjectType] = []
+    current = obj
+    while current.parent is not None and len(chain) < len(registry):
+        current = registry[current.parent.target]
+        chain.insert(0, current)
+    return [tuple(chain[i:]) for i in range(len(chain) + 1)]
 
 
 def build_plans(registry: Registry, tables: Mapping[str, sa.Table]) -> dict[str, ReadPlan]:

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
@@ -26,6 +26,7 @@ from engine.errors import (
 from registry.descriptors import ObjectType
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 _UNIQUE_CODES = {"1062", "23505"}
 _FK_CODES = {"1451", "1452", "23503"}
@@ -125,6 +126,41 @@ async def transaction(
 ) -> AsyncIterator[AsyncConnection]:
     """One transaction for one request, with driver errors translated."""
     async with translate_errors(obj), engine.begin() as conn:
+        yield conn
+
+
+async def read(
+    engine: AsyncEngine,
+    work: Callable[[AsyncConnection], Awaitable[T]],
+    obj: ObjectType | None = None,
+) -> T:
+    """Run `work` (statements that change nothing) on a connection of the autocommit engine.
+
+    No transaction and no pre-ping: a connection the database dropped (a restart, an idle
+    timeout) fails its first statement, and the read is retried once on a fresh one.
+    """
+    async with translate_errors(obj):
+        try:
+            async with engine.connect() as conn:
+                return await work(conn)
+        except sa_exc.DBAPIError as exc:
+            if not exc.connection_invalidated:
+                raise
+            logger.info("database connection was dropped; retrying the read once")
+        async with engine.connect() as conn:
+            return await work(conn)
+
+
+@asynccontextmanager
+async def autocommit(
+    engine: AsyncEngine, obj: ObjectType | None = None
+) -> AsyncIterator[AsyncConnection]:
+    """A connection whose statements each commit by themselves, driver errors translated.
+
+    For writes that are one statement, or a few whose consistency the statements themselves
+    guard (a version predicate, a foreign key), so no BEGIN/COMMIT round trips are needed.
+    """
+    async with translate_errors(obj), engine.connect() as conn:
         yield conn
 
 

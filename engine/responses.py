@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -42,11 +43,32 @@ def not_modified(etag: str) -> Response:
     return response
 
 
-def matches_etag(header: str | None, etag: str) -> bool:
-    """RFC 9110 comparison of an If-None-Match / If-Match list against `etag`."""
+_ETAG_RE = re.compile(r'\s*(?:W/)?"[\x21\x23-\x7e\x80-\xff]*"\s*')
+
+
+def valid_etag_list(header: str) -> bool:
+    """Whether `header` is `*` or a comma-separated list of (weak or strong) entity tags."""
+    if header.strip() == "*":
+        return True
+    return all(_ETAG_RE.fullmatch(part) for part in header.split(","))
+
+
+def matches_etag(header: str | None, etag: str, *, weak: bool = False) -> bool:
+    """RFC 9110 comparison of an If-Match (strong, the default) or If-None-Match
+    (`weak=True`) list against our strong `etag`.
+
+    Strong comparison: a weak tag (`W/"3"`) matches nothing, as If-Match requires.
+    """
     if not header:
         return False
     if header.strip() == "*":
         return True
-    bare = etag.removeprefix("W/")
-    return any(tag.strip().removeprefix("W/") == bare for tag in header.split(","))
+    for raw in header.split(","):
+        tag = raw.strip()
+        if tag.startswith("W/"):
+            if not weak:
+                continue
+            tag = tag[2:]
+        if tag == etag:
+            return True
+    return False

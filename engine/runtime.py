@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.requests import HTTPConnection
 
 from engine.auth.jwt import JwtVerifier
+from engine.auth.principal_cache import PrincipalCache
 from engine.blobs import BlobStore, FileSystemBlobStore
 from engine.cache import CacheBackend, create_cache
 from engine.db import create_engine, dialect_name
@@ -34,18 +35,29 @@ class Runtime:
     tables: dict[str, sa.Table]
     plans: dict[str, ReadPlan]
     decoders: dict[str, WriteDecoder]
-    engine: AsyncEngine
+    engine: AsyncEngine  # transactions: work that spans statements
+    reader: AsyncEngine  # autocommit: single statements, reads above all
     cache: CacheBackend
     blobs: BlobStore
     jwt: JwtVerifier
     rate_limiter: RateLimiter
     dialect: str
     cursor_key: bytes  # signs and encrypts keyset cursors; derived from the JWT key
+    principals: PrincipalCache
     documents: dict[str, Any] = field(default_factory=dict)  # encoded schema documents
 
+    @property
+    def engines(self) -> tuple[AsyncEngine, AsyncEngine]:
+        return (self.engine, self.reader)
+
+    async def start(self) -> None:
+        await self.principals.start()
+
     async def close(self) -> None:
+        await self.principals.close()
         await self.cache.close()
         await self.engine.dispose()
+        await self.reader.dispose()
 
 
 def build_registry(settings: Settings) -> tuple[Registry, dict[str, sa.Table]]:
@@ -57,7 +69,9 @@ def build_registry(settings: Settings) -> tuple[Registry, dict[str, sa.Table]]:
     return registry, dict(Base.metadata.tables)
 
 
-def build_runtime(settings: Settings, *, engine: AsyncEngine | None = None) -> Runtime:
+def build_runtime(
+    settings: Settings, *, engine: AsyncEngine | None = None, reader: AsyncEngine | None = None
+) -> Runtime:
     registry, tables = build_registry(settings)
     cache = create_cache(settings)
     return Runtime(
@@ -67,6 +81,7 @@ def build_runtime(settings: Settings, *, engine: AsyncEngine | None = None) -> R
         plans=build_plans(registry, tables),
         decoders={obj.name: WriteDecoder(obj) for obj in registry},
         engine=engine or create_engine(settings),
+        reader=reader or create_engine(settings, autocommit=True),
         cache=cache,
         blobs=FileSystemBlobStore(Path(settings.blob_dir)),
         jwt=JwtVerifier.from_settings(settings),
@@ -75,6 +90,7 @@ def build_runtime(settings: Settings, *, engine: AsyncEngine | None = None) -> R
         ),
         dialect=dialect_name(settings.database_url),
         cursor_key=hashlib.sha256(b"aether-cursor:" + settings.jwt_key.encode()).digest(),
+        principals=PrincipalCache(settings.auth_cache_seconds, settings.redis_url),
     )
 
 

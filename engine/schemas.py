@@ -47,7 +47,7 @@ def _document_response(
     headers = {"ETag": doc.etag, "Cache-Control": cache_control}
     if private:
         headers["Vary"] = PRIVATE_HEADERS["Vary"]
-    if matches_etag(request.headers.get("if-none-match"), doc.etag):
+    if matches_etag(request.headers.get("if-none-match"), doc.etag, weak=True):
         return Response(status_code=304, headers=headers)
     return Response(doc.body, media_type=media_type, headers=headers)
 

@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from engine.errors import ForbiddenError, NotFoundError, ValidationError
 from engine.paths import CrudPath
-from engine.plans import ReadPlan
+from engine.plans import ACCOUNT_PARAM, ID_PARAM, ancestor_key, ancestor_param
 from engine.principal import Principal
 from engine.runtime import Runtime
 from registry.descriptors import ObjectType
@@ -53,28 +53,25 @@ async def resolve_parent(
     """The internal key of the nearest ancestor in the path, checking the whole chain."""
     if not path.ancestors:
         return None
-    aliases = [rt.tables[s.obj.table].alias(f"anc{i}") for i, s in enumerate(path.ancestors)]
-    conditions: list[sa.ColumnElement[bool]] = []
-    for i, (step, alias) in enumerate(zip(path.ancestors, aliases, strict=True)):
-        conditions.append(alias.c.id_random == step.public_id)
-        if account_id is not None:
-            column = alias.c.id if step.obj.name == "account" else alias.c.account_id
-            conditions.append(column == account_id)
-        if i > 0:
-            assert step.obj.parent is not None
-            conditions.append(alias.c[step.obj.parent.field] == aliases[i - 1].c.id)
-    found = (await conn.execute(sa.select(aliases[-1].c.id).where(*conditions))).scalar()
+    stmt = sa.select(ancestor_key(ancestor_types(path), rt.tables, scoped=account_id is not None))
+    found = (await conn.execute(stmt, bind_params(path, account_id))).scalar()
     if found is None:
         last = path.ancestors[-1]
         raise NotFoundError(f"No {last.obj.name} with that id")
     return int(found)
 
 
-def parent_condition(plan: ReadPlan, parent_id: int | None) -> sa.ColumnElement[bool]:
-    parent = plan.obj.parent
-    if parent_id is None or parent is None:
-        return sa.true()
-    return plan.table.c[parent.field] == parent_id
+def ancestor_types(path: CrudPath) -> tuple[ObjectType, ...]:
+    return tuple(step.obj for step in path.ancestors)
+
+
+def bind_params(path: CrudPath, account_id: int | None) -> dict[str, Any]:
+    """The values of the bind parameters of a plan's statements for this path and account."""
+    params: dict[str, Any] = {ancestor_param(i): s.public_id for i, s in enumerate(path.ancestors)}
+    params[ACCOUNT_PARAM] = account_id
+    if path.public_id is not None:
+        params[ID_PARAM] = path.public_id
+    return params
 
 
 async def resolve_references(

@@ -18,6 +18,9 @@ DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./var/aether.db"
 DEFAULT_JWT_KEY = "aether-development-key-change-me-please"  # refused in production
 DEFAULT_PAGE_SIZE = 50
 DEFAULT_MAX_PAGE_SIZE = 500
+#: Longest time a revoked key or a deactivated user may still be honoured by another worker
+#: when Redis is not configured (with Redis: within a second).
+MAX_AUTH_CACHE_SECONDS = 5.0
 DEFAULT_UPLOAD_MAX_BYTES = 100 * 1024 * 1024
 DEFAULT_RATE_LIMIT = "600/minute"
 MIN_JWT_KEY_BYTES = 32
@@ -69,6 +72,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     db_pool_size: int = 10
     db_pool_timeout: float = 5.0
     db_statement_timeout_ms: int = 30_000
+    auth_cache_seconds: float = 5.0
 
     @property
     def jwt_key(self) -> str:
@@ -170,6 +174,16 @@ def load_settings(
             kwargs["db_pool_timeout"] = float(get("AE_DB_POOL_TIMEOUT", ""))
         except ValueError:
             raise SettingsError("AE_DB_POOL_TIMEOUT must be a number of seconds") from None
+    if get("AE_AUTH_CACHE_SECONDS"):
+        try:
+            seconds = float(get("AE_AUTH_CACHE_SECONDS", ""))
+        except ValueError:
+            raise SettingsError("AE_AUTH_CACHE_SECONDS must be a number of seconds") from None
+        if not 0 <= seconds <= MAX_AUTH_CACHE_SECONDS:
+            raise SettingsError(
+                f"AE_AUTH_CACHE_SECONDS must be between 0 and {MAX_AUTH_CACHE_SECONDS:g}"
+            )
+        kwargs["auth_cache_seconds"] = seconds
     if get("AE_RATE_LIMIT"):
         kwargs["rate_limit"] = parse_rate_limit("AE_RATE_LIMIT", get("AE_RATE_LIMIT", ""))
     if get("AE_MODEL_MODULES"):

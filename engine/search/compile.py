@@ -335,7 +335,9 @@ def compile_order(
     sort: tuple[SortKey, ...], obj: ObjectType, table: sa.FromClause, *, dialect: str
 ) -> list[OrderColumn]:
     """The sort keys as columns (text under the dialect's code-point collation, the same one
-    `keyset_predicate` compares with), then the internal `id` as the tie-breaker."""
+    `keyset_predicate` compares with), then the internal `id` as the tie-breaker, in the
+    direction of the last key so that one index on `(account_id, key)` serves the whole
+    ORDER BY, forwards or backwards (InnoDB and PostgreSQL indexes end with the key)."""
     name = normalise_dialect(dialect)
     collation = ORDER_COLLATION.get(name)
     order = []
@@ -344,7 +346,8 @@ def compile_order(
         if collation and key.field.kind in TEXT_KINDS:
             column = column.collate(collation)
         order.append(OrderColumn(f"_k{i}", column, key.descending, key.field.nullable))
-    order.append(OrderColumn(TIE_BREAKER, table.c.id, False, False))
+    last_descending = sort[-1].descending if sort else False
+    order.append(OrderColumn(TIE_BREAKER, table.c.id, last_descending, False))
     return order
 
 

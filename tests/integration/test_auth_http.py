@@ -17,7 +17,6 @@ from typing import Any
 
 import httpx
 import pytest
-import sqlalchemy as sa
 from joserfc import jwt as jose_jwt
 from joserfc.jwk import OctKey
 
@@ -25,6 +24,7 @@ from engine.auth.api_keys import _checksum, generate_api_key
 from engine.provisioning import find_account, insert_api_key
 from tests.integration.conftest import Api
 from tests.integration.test_isolation import random_id, sample_body, sample_value
+from tests.statements import count_statements as statements_of
 
 SQLITE_ONLY = pytest.mark.parametrize("backend", ["sqlite"])
 PROBLEM_JSON = "application/problem+json"
@@ -45,18 +45,9 @@ def assert_401(r: httpx.Response) -> dict[str, Any]:
 
 @contextmanager
 def count_statements(api: Api) -> Iterator[list[str]]:
-    """Every SQL statement the app's engine sends while the block runs."""
-    seen: list[str] = []
-
-    def record(*args: Any) -> None:
-        seen.append(str(args[2]))
-
-    engine = api.runtime.engine.sync_engine
-    sa.event.listen(engine, "before_cursor_execute", record)
-    try:
+    """Every SQL statement the app's engines send while the block runs."""
+    with statements_of(api.runtime) as seen:
         yield seen
-    finally:
-        sa.event.remove(engine, "before_cursor_execute", record)
 
 
 # -- JWTs -------------------------------------------------------------------------------------

@@ -65,7 +65,7 @@ print(json.dumps({{"before": [repr(d) for d in before], "after": [repr(d) for d 
 
 @pytest.fixture
 async def engine_on(empty_database_url: str):
-    engine = create_engine(Settings(database_url=empty_database_url))
+    engine = create_engine(Settings(database_url=empty_database_url), autocommit=True)
     try:
         yield engine
     finally:

@@ -257,7 +257,8 @@ def oracle_order(rows: list[dict[str, Any]], sort: tuple[SortKey, ...]) -> list[
             c = _compare(r1[key.field.column], r2[key.field.column])
             if c:
                 return -c if key.descending else c
-        return _compare(r1["id"], r2["id"])
+        c = _compare(r1["id"], r2["id"])  # the tie-breaker runs in the last key's direction
+        return -c if sort and sort[-1].descending else c
 
     return [r["id"] for r in sorted(rows, key=functools.cmp_to_key(cmp))]
 

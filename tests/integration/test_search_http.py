@@ -5,9 +5,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import sqlalchemy as sa
-
 from tests.integration.conftest import Api
+from tests.statements import count_statements
 
 
 async def _seed_events(api: Api, n: int, sessions: int = 0, prefix: str = "Event") -> list[str]:
@@ -32,18 +31,20 @@ async def _seed_events(api: Api, n: int, sessions: int = 0, prefix: str = "Event
 
 class StatementCounter:
     def __init__(self, api: Api) -> None:
-        self.count = 0
-        self.engine = api.runtime.engine.sync_engine
+        self.runtime = api.runtime
+        self.seen: list[str] = []
 
     def __enter__(self) -> StatementCounter:
-        sa.event.listen(self.engine, "before_cursor_execute", self._hit)
+        self._block = count_statements(self.runtime)
+        self.seen = self._block.__enter__()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        sa.event.remove(self.engine, "before_cursor_execute", self._hit)
+        self._block.__exit__(None, None, None)
 
-    def _hit(self, *args: Any) -> None:
-        self.count += 1
+    @property
+    def count(self) -> int:
+        return len(self.seen)
 
 
 async def test_include_two_levels_costs_the_same_for_5_or_50_results(api: Api) -> None:

@@ -33,6 +33,15 @@ SERVER_COLUMNS = frozenset({"id", "id_random", "account_id", "created_at", "upda
 TENANT_TABLE = "account"
 
 
+def plain(name: str) -> str:
+    """`name` as an exact `str`.
+
+    SQLAlchemy names tables and Core columns with `quoted_name`, a `str` subclass msgspec
+    refuses to encode; every name the registry takes from metadata goes through here.
+    """
+    return str.__str__(name)
+
+
 class RegistryError(Exception):
     """A model that cannot be served safely; the message names the model and the rule."""
 
@@ -58,14 +67,15 @@ class _Introspector:
         for mapper in base.registry.mappers:
             table = mapper.local_table
             if isinstance(table, sa.Table):
-                self.options[table.name] = getattr(mapper.class_, "__aether__", ModelOptions())
+                options = getattr(mapper.class_, "__aether__", ModelOptions())
+                self.options[plain(table.name)] = options
 
     def build(self) -> Registry:
         tables = [t for t in self.metadata.sorted_tables if t.name in self.options]
-        parents = {t.name: self._parent_column(t) for t in tables}
+        parents = {plain(t.name): self._parent_column(t) for t in tables}
         types: dict[str, ObjectType] = {}
         for table in tables:
-            types[table.name] = self._object_type(table, parents)
+            types[plain(table.name)] = self._object_type(table, parents)
         self._check_cycles(types)
         ordered = sorted(types.values(), key=lambda o: (self._depth(o, types), o.name))
         return Registry(types={o.name: o for o in ordered})
@@ -170,16 +180,16 @@ class _Introspector:
                         name=info.references,
                         kind="parent",
                         target=info.references,
-                        field=col.name,
+                        field=plain(col.name),
                         on_delete=on_delete,
                     )
                 else:
                     references.append(
                         Relation(
-                            name=col.name.removesuffix("_id"),
+                            name=plain(col.name).removesuffix("_id"),
                             kind="reference",
                             target=info.references,
-                            field=col.name,
+                            field=plain(col.name),
                             on_delete=on_delete,
                         )
                     )
@@ -194,9 +204,9 @@ class _Introspector:
             if key.lstrip("-") not in names:
                 raise self._fail(table, f"default sort on unknown field {key!r}")
         return ObjectType(
-            name=str(table.name),
-            table=str(table.name),
-            title=opts.title or table.name.replace("_", " ").capitalize(),
+            name=plain(table.name),
+            table=plain(table.name),
+            title=opts.title or plain(table.name).replace("_", " ").capitalize(),
             description=opts.description,
             tenant_owned=opts.tenant_owned,
             fields=tuple(fields),
@@ -223,10 +233,10 @@ class _Introspector:
             (fk,) = col.foreign_keys
             if fk.column.table is table:
                 yield Relation(
-                    name=str(child_name),
+                    name=plain(child_name),
                     kind="child",
-                    target=str(child_name),
-                    field=col.name,
+                    target=plain(child_name),
+                    field=plain(col.name),
                     on_delete=(fk.ondelete or "RESTRICT").upper(),
                 )
 
@@ -260,8 +270,8 @@ class _Introspector:
             max_length = col.type.length
         enum = info.get("enum")
         return FieldInfo(
-            name=str(info.get("public_name", col.name)),
-            column=str(col.name),
+            name=plain(info.get("public_name", col.name)),
+            column=plain(col.name),
             kind=kind,
             nullable=bool(col.nullable) if not info.get("write_only") else True,
             required=required,
@@ -296,7 +306,7 @@ class _Introspector:
                 raise self._fail(
                     table, f"foreign key {col.name!r} must reference a served type's id"
                 )
-            return "reference", {"references": str(target.name)}
+            return "reference", {"references": plain(target.name)}
         if col.info.get("enum"):
             return "enum", {}
         t = col.type

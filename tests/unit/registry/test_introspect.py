@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+import msgspec
 import pytest
-from sqlalchemy import ForeignKey, Integer, MetaData, String
+from sqlalchemy import Column, ForeignKey, Integer, MetaData, String, Table
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 import models  # noqa: F401  # the real domain models
@@ -19,6 +20,7 @@ from models.base import (
 )
 from models.base import Base as DomainBase
 from registry import RegistryError, introspect
+from registry.jsonschema import schema_index, type_schema
 
 
 def fresh_base() -> type[DeclarativeBase]:
@@ -146,3 +148,74 @@ def test_unknown_info_keys_are_refused() -> None:
 
     with pytest.raises(RegistryError, match=r"'typo'.*sortabel"):
         introspect(base)
+
+
+def plain_strings_only(node: Any, path: str = "registry") -> list[str]:
+    """Paths under `node` holding a `str` subclass (SQLAlchemy's `quoted_name`, say)."""
+    if isinstance(node, str):
+        return [] if type(node) is str else [f"{path}: {type(node).__name__} {node!r}"]
+    if isinstance(node, dict):
+        return [
+            bad
+            for key, value in node.items()
+            for bad in (*plain_strings_only(key, path), *plain_strings_only(value, f"{path}.{key}"))
+        ]
+    if isinstance(node, list | tuple | set | frozenset):
+        return [
+            bad for i, item in enumerate(node) for bad in plain_strings_only(item, f"{path}[{i}]")
+        ]
+    if isinstance(node, msgspec.Struct):
+        return [
+            bad
+            for name in node.__struct_fields__
+            for bad in plain_strings_only(getattr(node, name), f"{path}.{name}")
+        ]
+    return []
+
+
+def test_a_model_declared_with_core_columns_yields_plain_names() -> None:
+    """Core `Column`s and `Table`s name things with `quoted_name`, which msgspec refuses."""
+
+    class TestBase(DeclarativeBase):
+        metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+    base = TestBase
+
+    class Account(PublicIdMixin, TimestampMixin, base):  # type: ignore[valid-type,misc]
+        __tablename__ = "account"
+        __aether__ = ModelOptions(tenant_owned=False)
+
+    account = Account.__table__
+
+    class Event(PublicIdMixin, TenantMixin, TimestampMixin, base):  # type: ignore[valid-type,misc]
+        __tablename__ = "event"
+        name: Mapped[str] = mapped_column(String(10))
+
+    stamps = Event.__table__.c
+    sponsor = Table(
+        "sponsor",
+        base.metadata,
+        Column("id", BigIntKey, primary_key=True, info={"hidden": True}),
+        Column("id_random", String(22), unique=True, nullable=False),
+        Column("account_id", BigIntKey, ForeignKey(account.c.id), nullable=False),
+        Column(
+            "event_id", BigIntKey, ForeignKey("event.id"), nullable=False, info={"parent": True}
+        ),
+        Column("name", String(100), nullable=False, info={"sortable": True}),
+        Column("level", String(8), info={"enum": ["gold", "silver"]}),
+        stamps.created_at._copy(),
+        stamps.updated_at._copy(),
+        stamps.version._copy(),
+    )
+
+    class Sponsor:
+        __aether__ = ModelOptions(default_sort=("name",))
+
+    base.registry.map_imperatively(Sponsor, sponsor)
+
+    registry = introspect(base)
+    assert registry["event"].children[0].name == "sponsor"
+    assert plain_strings_only(list(registry)) == []
+    for obj in registry:
+        msgspec.json.encode(type_schema(obj, registry))
+    msgspec.json.encode(schema_index(registry))

@@ -8,7 +8,9 @@ the model and the rule it breaks, so a bad model fails at boot, not at the first
 from __future__ import annotations
 
 import importlib
+import pkgutil
 from collections.abc import Iterable
+from types import ModuleType
 from typing import Any
 
 import msgspec
@@ -46,13 +48,30 @@ class RegistryError(Exception):
     """A model that cannot be served safely; the message names the model and the rule."""
 
 
+def _import(path: str) -> ModuleType:
+    try:
+        return importlib.import_module(path)
+    except ImportError as exc:
+        raise RegistryError(f"model module {path!r} cannot be imported: {exc}") from exc
+
+
 def load_models(module_paths: Iterable[str]) -> None:
-    """Import every module in `module_paths` so their classes join the shared metadata."""
+    """Import every module in `module_paths` so their classes join the shared metadata.
+
+    A package is imported with every module under it, found on disk (subpackages too): a
+    model module dropped into `models/` is served without being listed anywhere.
+    """
     for path in module_paths:
-        try:
-            importlib.import_module(path)
-        except ImportError as exc:
-            raise RegistryError(f"model module {path!r} cannot be imported: {exc}") from exc
+        module = _import(path)
+        package_path = getattr(module, "__path__", None)
+        if package_path is None:
+            continue
+
+        def failed(name: str) -> None:
+            _import(name)  # re-raises the subpackage's error as a RegistryError
+
+        for info in pkgutil.walk_packages(package_path, f"{module.__name__}.", onerror=failed):
+            _import(info.name)
 
 
 def introspect(base: type[DeclarativeBase]) -> Registry:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import secrets
+import sys
+from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -9,7 +12,7 @@ import pytest
 from sqlalchemy import Column, ForeignKey, Integer, MetaData, String, Table
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-import models  # noqa: F401  # the real domain models
+import models  # the real domain models
 from models.base import (
     NAMING_CONVENTION,
     BigIntKey,
@@ -19,7 +22,7 @@ from models.base import (
     TimestampMixin,
 )
 from models.base import Base as DomainBase
-from registry import RegistryError, introspect
+from registry import RegistryError, introspect, load_models
 from registry.jsonschema import schema_index, type_schema
 
 
@@ -219,3 +222,40 @@ def test_a_model_declared_with_core_columns_yields_plain_names() -> None:
     for obj in registry:
         msgspec.json.encode(type_schema(obj, registry))
     msgspec.json.encode(schema_index(registry))
+
+
+def write_package(root: Path, name: str, modules: dict[str, str]) -> None:
+    for relative, text in {"__init__.py": "", **modules}.items():
+        path = root / name / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+
+
+def test_load_models_imports_every_module_of_a_package(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A module dropped into a model package is found: no hand-kept list to forget."""
+    name = f"aether_pkg_{secrets.token_hex(4)}"
+    write_package(
+        tmp_path,
+        name,
+        {"sponsor.py": "", "_private.py": "", "nested/__init__.py": "", "nested/deep.py": ""},
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    load_models([name, "models"])
+    for module in ("sponsor", "_private", "nested", "nested.deep"):
+        assert f"{name}.{module}" in sys.modules, module
+    for path in Path(models.__file__).parent.glob("*.py"):
+        assert path.stem == "__init__" or f"models.{path.stem}" in sys.modules, path.name
+
+
+def test_load_models_names_the_module_that_fails(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    name = f"aether_pkg_{secrets.token_hex(4)}"
+    write_package(tmp_path, name, {"broken.py": "import aether_no_such_module\n"})
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(RegistryError, match=rf"{name}\.broken.*aether_no_such_module"):
+        load_models([name])
+    with pytest.raises(RegistryError, match=r"'aether_missing_models'"):
+        load_models(["aether_missing_models"])

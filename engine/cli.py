@@ -56,19 +56,25 @@ def _where(settings: Settings) -> str:
 
 async def _check_database(settings: Settings) -> None:
     from engine.db import create_engine
-    from engine.migrate import is_at_head
+    from engine.migrate import current_revision, is_at_head
 
     engine = create_engine(settings)
     try:
-        migrated = await is_at_head(engine, settings)
+        if await is_at_head(engine, settings):
+            return
+        revision = await current_revision(engine)
     except Exception as exc:  # the driver's errors differ: refused, unknown host, auth, ...
         raise CommandError(
             f"cannot reach the database {_where(settings)}: {_first_line(exc)}"
         ) from exc
     finally:
         await engine.dispose()
-    if not migrated:
+    if revision is None:
         raise CommandError(f"the database {_where(settings)} is not migrated: {MIGRATE_HINT}")
+    raise CommandError(
+        f"the database {_where(settings)} is at revision {revision}, not the latest: "
+        "run `aether migrate`"
+    )
 
 
 def _require_database(settings: Settings) -> None:
@@ -398,6 +404,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args.func(args)
         sys.stdout.flush()  # a closed pipe shows here, not at interpreter exit
+    except KeyboardInterrupt:
+        sys.stderr.write("aether: interrupted\n")
+        return 130
     except BrokenPipeError:  # `aether routes | head -1`: the reader left early
         _stdout_gone()
         sys.stderr.write("aether: output not fully written: the pipe was closed\n")

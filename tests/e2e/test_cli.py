@@ -129,3 +129,14 @@ def test_openapi_is_indented_on_a_terminal(tmp_path: Path) -> None:
     text = b"".join(chunks).decode().replace("\r\n", "\n")
     assert text.startswith('{\n  "')
     assert json.loads(text)["openapi"].startswith("3.")
+
+
+def test_a_database_behind_the_latest_revision_is_named(tmp_path: Path) -> None:
+    database = tmp_path / "old.db"
+    with sqlite3.connect(database) as conn:
+        conn.execute("CREATE TABLE alembic_version (version_num VARCHAR(32) PRIMARY KEY)")
+        conn.execute("INSERT INTO alembic_version VALUES ('0123456789ab')")
+    conn.close()
+    env = quiet_env(tmp_path / "work", f"sqlite+aiosqlite:///{database}")
+    args = ["create-api-key", "--system", "--name", "ops"]
+    one_line_failure(env.cli(*args, check=False), "0123456789ab", "aether migrate")

@@ -35,7 +35,7 @@ SERVER_COLUMNS = frozenset({"id", "id_random", "account_id", "created_at", "upda
 TENANT_TABLE = "account"
 
 
-def plain(name: str) -> str:
+def to_plain_str(name: str) -> str:
     """`name` as an exact `str`.
 
     SQLAlchemy names tables and Core columns with `quoted_name`, a `str` subclass msgspec
@@ -87,14 +87,14 @@ class _Introspector:
             table = mapper.local_table
             if isinstance(table, sa.Table):
                 options = getattr(mapper.class_, "__aether__", ModelOptions())
-                self.options[plain(table.name)] = options
+                self.options[to_plain_str(table.name)] = options
 
     def build(self) -> Registry:
         tables = [t for t in self.metadata.sorted_tables if t.name in self.options]
-        parents = {plain(t.name): self._parent_column(t) for t in tables}
+        parents = {to_plain_str(t.name): self._parent_column(t) for t in tables}
         types: dict[str, ObjectType] = {}
         for table in tables:
-            types[plain(table.name)] = self._object_type(table, parents)
+            types[to_plain_str(table.name)] = self._object_type(table, parents)
         self._check_cycles(types)
         ordered = sorted(types.values(), key=lambda o: (self._depth(o, types), o.name))
         return Registry(types={o.name: o for o in ordered})
@@ -199,16 +199,16 @@ class _Introspector:
                         name=info.references,
                         kind="parent",
                         target=info.references,
-                        field=plain(col.name),
+                        field=to_plain_str(col.name),
                         on_delete=on_delete,
                     )
                 else:
                     references.append(
                         Relation(
-                            name=plain(col.name).removesuffix("_id"),
+                            name=to_plain_str(col.name).removesuffix("_id"),
                             kind="reference",
                             target=info.references,
-                            field=plain(col.name),
+                            field=to_plain_str(col.name),
                             on_delete=on_delete,
                         )
                     )
@@ -223,9 +223,9 @@ class _Introspector:
             if key.lstrip("-") not in names:
                 raise self._fail(table, f"default sort on unknown field {key!r}")
         return ObjectType(
-            name=plain(table.name),
-            table=plain(table.name),
-            title=opts.title or plain(table.name).replace("_", " ").capitalize(),
+            name=to_plain_str(table.name),
+            table=to_plain_str(table.name),
+            title=opts.title or to_plain_str(table.name).replace("_", " ").capitalize(),
             description=opts.description,
             tenant_owned=opts.tenant_owned,
             fields=tuple(fields),
@@ -252,10 +252,10 @@ class _Introspector:
             (fk,) = col.foreign_keys
             if fk.column.table is table:
                 yield Relation(
-                    name=plain(child_name),
+                    name=to_plain_str(child_name),
                     kind="child",
-                    target=plain(child_name),
-                    field=plain(col.name),
+                    target=to_plain_str(child_name),
+                    field=to_plain_str(col.name),
                     on_delete=(fk.ondelete or "RESTRICT").upper(),
                 )
 
@@ -289,8 +289,8 @@ class _Introspector:
             max_length = col.type.length
         enum = info.get("enum")
         return FieldInfo(
-            name=plain(info.get("public_name", col.name)),
-            column=plain(col.name),
+            name=to_plain_str(info.get("public_name", col.name)),
+            column=to_plain_str(col.name),
             kind=kind,
             nullable=bool(col.nullable) if not info.get("write_only") else True,
             required=required,
@@ -325,7 +325,7 @@ class _Introspector:
                 raise self._fail(
                     table, f"foreign key {col.name!r} must reference a served type's id"
                 )
-            return "reference", {"references": plain(target.name)}
+            return "reference", {"references": to_plain_str(target.name)}
         if col.info.get("enum"):
             return "enum", {}
         t = col.type

@@ -126,6 +126,8 @@ def test_adding_a_model_as_the_readme_says(tmp_path: Path) -> None:
         )  # fmt: skip
         headers = {"X-API-Key": account["api_key"]}
         with server.client(headers=headers) as client:
+            ready = client.get("/readyz")  # the database is at the new head
+            assert ready.status_code == 200, ready.text
             event = client.post(
                 "/v3/crud/event", json={"name": "Gala", "starts_at": "2027-03-14T09:00:00Z"}
             )

@@ -4,6 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_WORKERS ?= 2
+PORT ?= 8000
 
 .DEFAULT_GOAL := help
 .PHONY: help run test test-unit lint fmt typecheck check migrate demo clean fuzz bench
@@ -17,12 +18,12 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[test,dev]'
 	@touch $(STAMP)
 
-run: $(STAMP) ## migrate the embedded SQLite database, load the demo account, serve on :8000
+run: $(STAMP) ## migrate the embedded SQLite database, load the demo account, serve on :8000 (or PORT=8080 make run)
 	@mkdir -p var
 	$(BIN)/aether migrate
 	@echo "demo account API key: $$($(BIN)/aether demo)"
-	@echo "try: curl -H \"X-API-Key: <key>\" http://127.0.0.1:8000/v3/crud/event"
-	$(BIN)/aether serve --host 127.0.0.1 --port 8000
+	@echo "try: curl -H \"X-API-Key: <key>\" http://127.0.0.1:$(PORT)/v3/crud/event"
+	$(BIN)/aether serve --host 127.0.0.1 --port $(PORT)
 
 test: $(STAMP) ## the whole suite (SQLite always; MariaDB, PostgreSQL, Redis when they answer)
 	$(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadgroup

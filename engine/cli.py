@@ -10,8 +10,10 @@ import argparse
 import asyncio
 import datetime as dt
 import logging
+import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -19,14 +21,75 @@ import msgspec
 from engine.settings import Settings, SettingsError, load_settings
 
 ROLES = ("viewer", "editor", "admin", "owner")
+MAX_TOKEN_TTL = 366 * 24 * 3600  # a development token lives a year at most
+MIGRATE_HINT = "run `aether migrate` first"
+
+logger = logging.getLogger("aether.cli")
 
 
 class CommandError(Exception):
     """A command that cannot do what was asked; printed to stderr, exit status 1."""
 
 
-def _print_json(value: Any) -> None:
-    sys.stdout.write(msgspec.json.encode(value).decode() + "\n")
+def _print_json(value: Any, indent: int | None = None) -> None:
+    encoded = msgspec.json.encode(value)
+    if indent is not None:
+        encoded = msgspec.json.format(encoded, indent=indent)
+    sys.stdout.write(encoded.decode() + "\n")
+
+
+def _first_line(exc: BaseException) -> str:
+    """A one-line reason: the driver's own error when SQLAlchemy wraps one."""
+    import sqlalchemy as sa
+
+    inner = exc.orig if isinstance(exc, sa.exc.DBAPIError) and exc.orig is not None else exc
+    lines = str(inner).strip().splitlines()
+    return lines[0] if lines else type(inner).__name__
+
+
+def _where(settings: Settings) -> str:
+    """The database URL without its password, for messages."""
+    from sqlalchemy.engine import make_url
+
+    return make_url(settings.database_url).render_as_string(hide_password=True)
+
+
+async def _check_database(settings: Settings) -> None:
+    from engine.db import create_engine
+    from engine.migrate import current_revision, is_at_head
+
+    engine = create_engine(settings)
+    try:
+        if await is_at_head(engine, settings):
+            return
+        revision = await current_revision(engine)
+    except Exception as exc:  # the driver's errors differ: refused, unknown host, auth, ...
+        raise CommandError(
+            f"cannot reach the database {_where(settings)}: {_first_line(exc)}"
+        ) from exc
+    finally:
+        await engine.dispose()
+    if revision is None:
+        raise CommandError(f"the database {_where(settings)} is not migrated: {MIGRATE_HINT}")
+    raise CommandError(
+        f"the database {_where(settings)} is at revision {revision}, not the latest: "
+        "run `aether migrate`"
+    )
+
+
+def _require_database(settings: Settings) -> None:
+    """Refuse, in one line, a database that is missing, unreachable or not at the head.
+
+    A SQLite file that does not exist is not created (connecting would leave an empty one).
+    """
+    from sqlalchemy.engine import make_url
+
+    url = make_url(settings.database_url)
+    database = url.database or ""
+    on_disk = database not in ("", ":memory:") and not database.startswith("file:")
+    if url.get_backend_name() == "sqlite" and on_disk and not Path(database).is_file():
+        raise CommandError(f"no database at {database}: {MIGRATE_HINT}")
+    asyncio.run(_check_database(settings))
 
 
 def _settings() -> Settings:
@@ -77,7 +140,10 @@ def cmd_makemigrations(args: argparse.Namespace) -> None:
     settings = _settings()
     _log_to_stderr(settings)
     path = make_migration(settings, args.message)
-    sys.stdout.write(f"{path}\n")
+    if path is None:
+        sys.stderr.write("aether: no changes in the models; no migration written\n")
+    else:
+        sys.stdout.write(f"{path}\n")
 
 
 async def _create_account(settings: Settings, args: argparse.Namespace) -> dict[str, str]:
@@ -120,9 +186,10 @@ def _check_account_args(args: argparse.Namespace) -> None:
 
 
 def cmd_create_account(args: argparse.Namespace) -> None:
+    _check_account_args(args)
     settings = _settings()
     _log_to_stderr(settings)
-    _check_account_args(args)
+    _require_database(settings)
     made = asyncio.run(_create_account(settings, args))
     if args.json:
         _print_json(made)
@@ -163,6 +230,7 @@ def cmd_create_api_key(args: argparse.Namespace) -> None:
         raise CommandError("--name must be 1 to 100 characters")
     settings = _settings()
     _log_to_stderr(settings)
+    _require_database(settings)
     made = asyncio.run(_create_api_key(settings, args))
     if args.json:
         _print_json(made)
@@ -185,7 +253,7 @@ async def _token(settings: Settings, args: argparse.Namespace) -> str:
         await engine.dispose()
     if found is None:
         raise CommandError(f"no account with the slug {args.account!r}")
-    ttl = args.ttl or settings.access_token_ttl
+    ttl = settings.access_token_ttl if args.ttl is None else args.ttl
     return JwtVerifier.from_settings(settings).issue(
         sub=f"cli-{dt.datetime.now(dt.UTC):%Y%m%d%H%M%S}",
         acct=found[1],
@@ -195,8 +263,11 @@ async def _token(settings: Settings, args: argparse.Namespace) -> str:
 
 
 def cmd_token(args: argparse.Namespace) -> None:
+    if args.ttl is not None and not 1 <= args.ttl <= MAX_TOKEN_TTL:
+        raise CommandError(f"--ttl must be 1 to {MAX_TOKEN_TTL} seconds")
     settings = _settings()
     _log_to_stderr(settings)
+    _require_database(settings)
     sys.stdout.write(asyncio.run(_token(settings, args)) + "\n")
 
 
@@ -207,9 +278,15 @@ def cmd_openapi(args: argparse.Namespace) -> None:
 
     settings = _settings()
     _log_to_stderr(settings)
+    indent = args.indent
+    if indent is None and sys.stdout.isatty():
+        indent = 2
+    if indent is not None and not 0 <= indent <= 16:
+        raise CommandError("--indent must be 0 to 16 spaces")
     rt = build_runtime(settings)
-    _print_json(openapi_document(rt, default_actions()))
+    document = openapi_document(rt, default_actions())
     asyncio.run(rt.close())
+    _print_json(document, indent)
 
 
 def cmd_routes(args: argparse.Namespace) -> None:
@@ -232,6 +309,7 @@ def cmd_gc_blobs(args: argparse.Namespace) -> None:
 
     settings = _settings()
     _log_to_stderr(settings)
+    _require_database(settings)
     report = asyncio.run(gc_blobs(settings, dry_run=args.dry_run, grace_seconds=args.grace))
     verb = "would remove" if args.dry_run else "removed"
     for sha in report.removed_blobs:
@@ -249,6 +327,7 @@ def cmd_demo(args: argparse.Namespace) -> None:
 
     settings = _settings()
     _log_to_stderr(settings)
+    _require_database(settings)
     key, created = asyncio.run(load_demo(settings))
     if args.json:
         _print_json({"api_key": key, "created": created})
@@ -289,7 +368,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--role", required=True, choices=ROLES)
     p.add_argument("--ttl", type=int)
     p.set_defaults(func=cmd_token)
-    sub.add_parser("openapi", help="print the OpenAPI document").set_defaults(func=cmd_openapi)
+    p = sub.add_parser("openapi", help="print the OpenAPI document")
+    p.add_argument(
+        "--indent",
+        type=int,
+        nargs="?",
+        const=2,
+        help="pretty-print with this many spaces (default 2; always on a terminal)",
+    )
+    p.set_defaults(func=cmd_openapi)
     sub.add_parser("routes", help="list the generated routes").set_defaults(func=cmd_routes)
     p = sub.add_parser("gc-blobs", help="remove blobs no file row references")
     p.add_argument("--dry-run", action="store_true")
@@ -303,16 +390,33 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _stdout_gone() -> None:
+    """Point stdout at /dev/null so the interpreter's last flush cannot fail again."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command. A failure is one line on stderr and exit status 1, never a traceback
+    (`AE_LOG_LEVEL=DEBUG` logs the traceback of an unexpected error)."""
     args = build_parser().parse_args(argv)
     try:
         args.func(args)
+        sys.stdout.flush()  # a closed pipe shows here, not at interpreter exit
+    except KeyboardInterrupt:
+        sys.stderr.write("aether: interrupted\n")
+        return 130
+    except BrokenPipeError:  # `aether routes | head -1`: the reader left early
+        _stdout_gone()
+        sys.stderr.write("aether: output not fully written: the pipe was closed\n")
+        return 1
     except (CommandError, SettingsError) as exc:
         sys.stderr.write(f"aether: {exc}\n")
         return 1
-    except Exception as exc:  # a failed command says why in one line, details in the log
-        logging.getLogger("aether.cli").error("command failed", exc_info=exc)
-        sys.stderr.write(f"aether: {type(exc).__name__}: {exc}\n")
+    except Exception as exc:  # a failed command says why in one line
+        logger.debug("command failed", exc_info=exc)
+        sys.stderr.write(f"aether: {type(exc).__name__}: {_first_line(exc)}\n")
         return 1
     return 0
 

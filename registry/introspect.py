@@ -8,7 +8,9 @@ the model and the rule it breaks, so a bad model fails at boot, not at the first
 from __future__ import annotations
 
 import importlib
+import pkgutil
 from collections.abc import Iterable
+from types import ModuleType
 from typing import Any
 
 import msgspec
@@ -33,17 +35,43 @@ SERVER_COLUMNS = frozenset({"id", "id_random", "account_id", "created_at", "upda
 TENANT_TABLE = "account"
 
 
+def to_plain_str(name: str) -> str:
+    """`name` as an exact `str`.
+
+    SQLAlchemy names tables and Core columns with `quoted_name`, a `str` subclass msgspec
+    refuses to encode; every name the registry takes from metadata goes through here.
+    """
+    return str.__str__(name)
+
+
 class RegistryError(Exception):
     """A model that cannot be served safely; the message names the model and the rule."""
 
 
+def _import(path: str) -> ModuleType:
+    try:
+        return importlib.import_module(path)
+    except ImportError as exc:
+        raise RegistryError(f"model module {path!r} cannot be imported: {exc}") from exc
+
+
 def load_models(module_paths: Iterable[str]) -> None:
-    """Import every module in `module_paths` so their classes join the shared metadata."""
+    """Import every module in `module_paths` so their classes join the shared metadata.
+
+    A package is imported with every module under it, found on disk (subpackages too): a
+    model module dropped into `models/` is served without being listed anywhere.
+    """
     for path in module_paths:
-        try:
-            importlib.import_module(path)
-        except ImportError as exc:
-            raise RegistryError(f"model module {path!r} cannot be imported: {exc}") from exc
+        module = _import(path)
+        package_path = getattr(module, "__path__", None)
+        if package_path is None:
+            continue
+
+        def failed(name: str) -> None:
+            _import(name)  # re-raises the subpackage's error as a RegistryError
+
+        for info in pkgutil.walk_packages(package_path, f"{module.__name__}.", onerror=failed):
+            _import(info.name)
 
 
 def introspect(base: type[DeclarativeBase]) -> Registry:
@@ -58,14 +86,15 @@ class _Introspector:
         for mapper in base.registry.mappers:
             table = mapper.local_table
             if isinstance(table, sa.Table):
-                self.options[table.name] = getattr(mapper.class_, "__aether__", ModelOptions())
+                options = getattr(mapper.class_, "__aether__", ModelOptions())
+                self.options[to_plain_str(table.name)] = options
 
     def build(self) -> Registry:
         tables = [t for t in self.metadata.sorted_tables if t.name in self.options]
-        parents = {t.name: self._parent_column(t) for t in tables}
+        parents = {to_plain_str(t.name): self._parent_column(t) for t in tables}
         types: dict[str, ObjectType] = {}
         for table in tables:
-            types[table.name] = self._object_type(table, parents)
+            types[to_plain_str(table.name)] = self._object_type(table, parents)
         self._check_cycles(types)
         ordered = sorted(types.values(), key=lambda o: (self._depth(o, types), o.name))
         return Registry(types={o.name: o for o in ordered})
@@ -170,16 +199,16 @@ class _Introspector:
                         name=info.references,
                         kind="parent",
                         target=info.references,
-                        field=col.name,
+                        field=to_plain_str(col.name),
                         on_delete=on_delete,
                     )
                 else:
                     references.append(
                         Relation(
-                            name=col.name.removesuffix("_id"),
+                            name=to_plain_str(col.name).removesuffix("_id"),
                             kind="reference",
                             target=info.references,
-                            field=col.name,
+                            field=to_plain_str(col.name),
                             on_delete=on_delete,
                         )
                     )
@@ -194,9 +223,9 @@ class _Introspector:
             if key.lstrip("-") not in names:
                 raise self._fail(table, f"default sort on unknown field {key!r}")
         return ObjectType(
-            name=str(table.name),
-            table=str(table.name),
-            title=opts.title or table.name.replace("_", " ").capitalize(),
+            name=to_plain_str(table.name),
+            table=to_plain_str(table.name),
+            title=opts.title or to_plain_str(table.name).replace("_", " ").capitalize(),
             description=opts.description,
             tenant_owned=opts.tenant_owned,
             fields=tuple(fields),
@@ -223,10 +252,10 @@ class _Introspector:
             (fk,) = col.foreign_keys
             if fk.column.table is table:
                 yield Relation(
-                    name=str(child_name),
+                    name=to_plain_str(child_name),
                     kind="child",
-                    target=str(child_name),
-                    field=col.name,
+                    target=to_plain_str(child_name),
+                    field=to_plain_str(col.name),
                     on_delete=(fk.ondelete or "RESTRICT").upper(),
                 )
 
@@ -260,8 +289,8 @@ class _Introspector:
             max_length = col.type.length
         enum = info.get("enum")
         return FieldInfo(
-            name=str(info.get("public_name", col.name)),
-            column=str(col.name),
+            name=to_plain_str(info.get("public_name", col.name)),
+            column=to_plain_str(col.name),
             kind=kind,
             nullable=bool(col.nullable) if not info.get("write_only") else True,
             required=required,
@@ -296,7 +325,7 @@ class _Introspector:
                 raise self._fail(
                     table, f"foreign key {col.name!r} must reference a served type's id"
                 )
-            return "reference", {"references": str(target.name)}
+            return "reference", {"references": to_plain_str(target.name)}
         if col.info.get("enum"):
             return "enum", {}
         t = col.type

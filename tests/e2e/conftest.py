@@ -172,7 +172,9 @@ class AetherEnv:
             text=True,
         )
 
-    def cli_many(self, *commands: Sequence[str]) -> list[subprocess.CompletedProcess[str]]:
+    def cli_many(
+        self, *commands: Sequence[str], check: bool = True
+    ) -> list[subprocess.CompletedProcess[str]]:
         """Run several `aether` commands at once and return their results in order.
 
         Concurrent SQLite writers are safe here: the engine uses WAL with a busy timeout and
@@ -183,7 +185,8 @@ class AetherEnv:
         try:
             for args, proc in zip(commands, procs, strict=True):
                 out, err = proc.communicate(timeout=CLI_TIMEOUT)
-                assert proc.returncode == 0, f"aether {' '.join(args)} failed:\n{err}"
+                if check:
+                    assert proc.returncode == 0, f"aether {' '.join(args)} failed:\n{err}"
                 done.append(subprocess.CompletedProcess(list(args), proc.returncode, out, err))
         finally:
             for proc in procs:

@@ -7,6 +7,7 @@ subprocess so its table never joins this process's shared metadata.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
@@ -295,3 +296,11 @@ async def test_migrations_run_without_the_request_time_limit(
     finally:
         await ordinary.dispose()
         await migrating.dispose()
+
+
+def test_no_model_change_writes_no_revision(empty_database_url: str, tmp_path: Path) -> None:
+    settings = Settings(database_url=empty_database_url)
+    versions_dir = tmp_path / "versions"
+    asyncio.run(migrate.upgrade(settings))
+    assert migrate.make_migration(settings, "nothing", versions_dir=versions_dir) is None
+    assert list(versions_dir.glob("*")) == []

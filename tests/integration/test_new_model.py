@@ -42,6 +42,36 @@ class Sponsor(PublicIdMixin, TenantMixin, TimestampMixin, Base):
     amount: Mapped[int | None] = mapped_column(Integer, info={"minimum": 0})
 '''
 
+CORE_SPONSOR_MODULE = '''
+"""The same sponsor built with the Core API: a `Table`, copied columns, mapped imperatively."""
+
+from __future__ import annotations
+
+from sqlalchemy import Column, ForeignKey, Integer, String, Table
+
+from models.base import Base, BigIntKey, ModelOptions
+from models.events import Event
+
+sponsor = Table(
+    "sponsor",
+    Base.metadata,
+    *(Event.__table__.c[name]._copy() for name in ("id", "id_random", "account_id")),
+    Column("event_id", BigIntKey, ForeignKey("event.id", ondelete="CASCADE"), nullable=False,
+           info={"parent": True}),
+    Column("name", String(100), nullable=False),
+    Column("tier", String(16), info={"enum": ["gold", "silver"]}),
+    Column("amount", Integer, info={"minimum": 0}),
+    *(Event.__table__.c[name]._copy() for name in ("created_at", "updated_at", "version")),
+)
+
+
+class Sponsor:
+    __aether__ = ModelOptions()
+
+
+Base.registry.map_imperatively(Sponsor, sponsor)
+'''
+
 DRIVER = """
 import asyncio
 import json
@@ -92,6 +122,8 @@ async def main() -> None:
         out["bad"] = [bad.status_code, bad.json()]
         schema = await c.get("/v3/crud/sponsor/schema", headers=h)
         out["schema"] = [schema.status_code, schema.json()]
+        index = await c.get("/v3/crud/schema", headers=h)
+        out["schema_index"] = [index.status_code, index.json()]
         found = await c.post("/v3/crud/sponsor/search",
                              json={"filter": {"tier": "gold", "amount": {"_gte": 100}}},
                              headers=h)
@@ -187,7 +219,15 @@ def run_driver(
 
 
 def test_a_new_model_module_gets_working_crud(tmp_path: Path) -> None:
-    out = run_driver(tmp_path, SPONSOR_MODULE, DRIVER, name="sponsor_models")
+    check_sponsor_served(run_driver(tmp_path, SPONSOR_MODULE, DRIVER, name="sponsor_models"))
+
+
+def test_a_model_built_with_core_columns_is_served(tmp_path: Path) -> None:
+    """SQLAlchemy names Core tables and columns with `quoted_name`, which msgspec refuses."""
+    check_sponsor_served(run_driver(tmp_path, CORE_SPONSOR_MODULE, DRIVER, name="core_sponsor"))
+
+
+def check_sponsor_served(out: dict[str, Any]) -> None:
     status, sponsor, location = out["create"]
     assert status == 201, sponsor
     assert sponsor["name"] == "Acme" and sponsor["tier"] == "gold" and sponsor["amount"] == 500
@@ -207,6 +247,9 @@ def test_a_new_model_module_gets_working_crud(tmp_path: Path) -> None:
     assert schema["properties"]["tier"]["enum"] == ["gold", "silver", None]
     assert schema["properties"]["amount"]["minimum"] == 0
     assert schema["$defs"]["create"]["required"] == ["event_id", "name"]
+    status, index = out["schema_index"]
+    assert status == 200, index
+    assert "sponsor" in json.dumps(index)
 
     assert out["search"][0] == 200 and out["search"][1]["data"] == [sponsor]
     status, events = out["event_search"]

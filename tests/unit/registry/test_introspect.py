@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import secrets
+import sys
+from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
-from sqlalchemy import ForeignKey, Integer, MetaData, String
+from sqlalchemy import Column, ForeignKey, Integer, MetaData, String, Table
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-import models  # noqa: F401  # the real domain models
+import models  # the real domain models
 from models.base import (
     NAMING_CONVENTION,
     BigIntKey,
@@ -18,7 +22,8 @@ from models.base import (
     TimestampMixin,
 )
 from models.base import Base as DomainBase
-from registry import RegistryError, introspect
+from registry import RegistryError, introspect, load_models
+from registry.jsonschema import schema_index, type_schema
 
 
 def fresh_base() -> type[DeclarativeBase]:
@@ -146,3 +151,111 @@ def test_unknown_info_keys_are_refused() -> None:
 
     with pytest.raises(RegistryError, match=r"'typo'.*sortabel"):
         introspect(base)
+
+
+def plain_strings_only(node: Any, path: str = "registry") -> list[str]:
+    """Paths under `node` holding a `str` subclass (SQLAlchemy's `quoted_name`, say)."""
+    if isinstance(node, str):
+        return [] if type(node) is str else [f"{path}: {type(node).__name__} {node!r}"]
+    if isinstance(node, dict):
+        return [
+            bad
+            for key, value in node.items()
+            for bad in (*plain_strings_only(key, path), *plain_strings_only(value, f"{path}.{key}"))
+        ]
+    if isinstance(node, list | tuple | set | frozenset):
+        return [
+            bad for i, item in enumerate(node) for bad in plain_strings_only(item, f"{path}[{i}]")
+        ]
+    if isinstance(node, msgspec.Struct):
+        return [
+            bad
+            for name in node.__struct_fields__
+            for bad in plain_strings_only(getattr(node, name), f"{path}.{name}")
+        ]
+    return []
+
+
+def test_a_model_declared_with_core_columns_yields_plain_names() -> None:
+    """Core `Column`s and `Table`s name things with `quoted_name`, which msgspec refuses."""
+
+    class TestBase(DeclarativeBase):
+        metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+    base = TestBase
+
+    class Account(PublicIdMixin, TimestampMixin, base):  # type: ignore[valid-type,misc]
+        __tablename__ = "account"
+        __aether__ = ModelOptions(tenant_owned=False)
+
+    account = Account.__table__
+
+    class Event(PublicIdMixin, TenantMixin, TimestampMixin, base):  # type: ignore[valid-type,misc]
+        __tablename__ = "event"
+        name: Mapped[str] = mapped_column(String(10))
+
+    stamps = Event.__table__.c
+    sponsor = Table(
+        "sponsor",
+        base.metadata,
+        Column("id", BigIntKey, primary_key=True, info={"hidden": True}),
+        Column("id_random", String(22), unique=True, nullable=False),
+        Column("account_id", BigIntKey, ForeignKey(account.c.id), nullable=False),
+        Column(
+            "event_id", BigIntKey, ForeignKey("event.id"), nullable=False, info={"parent": True}
+        ),
+        Column("name", String(100), nullable=False, info={"sortable": True}),
+        Column("level", String(8), info={"enum": ["gold", "silver"]}),
+        stamps.created_at._copy(),
+        stamps.updated_at._copy(),
+        stamps.version._copy(),
+    )
+
+    class Sponsor:
+        __aether__ = ModelOptions(default_sort=("name",))
+
+    base.registry.map_imperatively(Sponsor, sponsor)
+
+    registry = introspect(base)
+    assert registry["event"].children[0].name == "sponsor"
+    assert plain_strings_only(list(registry)) == []
+    for obj in registry:
+        msgspec.json.encode(type_schema(obj, registry))
+    msgspec.json.encode(schema_index(registry))
+
+
+def write_package(root: Path, name: str, modules: dict[str, str]) -> None:
+    for relative, text in {"__init__.py": "", **modules}.items():
+        path = root / name / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+
+
+def test_load_models_imports_every_module_of_a_package(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A module dropped into a model package is found: no hand-kept list to forget."""
+    name = f"aether_pkg_{secrets.token_hex(4)}"
+    write_package(
+        tmp_path,
+        name,
+        {"sponsor.py": "", "_private.py": "", "nested/__init__.py": "", "nested/deep.py": ""},
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    load_models([name, "models"])
+    for module in ("sponsor", "_private", "nested", "nested.deep"):
+        assert f"{name}.{module}" in sys.modules, module
+    for path in Path(models.__file__).parent.glob("*.py"):
+        assert path.stem == "__init__" or f"models.{path.stem}" in sys.modules, path.name
+
+
+def test_load_models_names_the_module_that_fails(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    name = f"aether_pkg_{secrets.token_hex(4)}"
+    write_package(tmp_path, name, {"broken.py": "import aether_no_such_module\n"})
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(RegistryError, match=rf"{name}\.broken.*aether_no_such_module"):
+        load_models([name])
+    with pytest.raises(RegistryError, match=r"'aether_missing_models'"):
+        load_models(["aether_missing_models"])

@@ -26,6 +26,7 @@ from engine.responses import json_response, public_row
 from engine.runtime import Runtime
 from engine.scoping import ancestor_types, bind_params, resolve_parent, scope_account
 from engine.search import (
+    OrderColumn,
     compile_filter,
     compile_order,
     decode_cursor,
@@ -105,6 +106,18 @@ async def execute_search(
     fields = None if spec.fields is None else needed_fields(obj, list(spec.fields), spec.include)
     names = plan.names if fields is None else ("id", *(f for f in fields if f != "id"))
     order = compile_order(spec.sort, obj, plan.table, dialect=rt.dialect)
+    width = len(names)
+    # Where each ORDER BY value sits in a row: a selected field's own column, the internal key
+    # for the tie-breaker, or an extra column only when the field is not selected.
+    positions: list[int] = []
+    extra: list[OrderColumn] = []
+    for key, oc in zip(spec.sort, order, strict=False):
+        if key.field.name in names:
+            positions.append(names.index(key.field.name))
+        else:
+            positions.append(width + 2 + len(extra))
+            extra.append(oc)
+    positions.append(width)
     after = (
         None
         if spec.after is None
@@ -128,7 +141,7 @@ async def execute_search(
                 table=plan.table,
             ),
         ]
-        stmt = plan.select(fields).add_columns(*(oc.column.label(oc.label) for oc in order))
+        stmt = plan.select(fields).add_columns(*(oc.column.label(oc.label) for oc in extra))
         stmt = stmt.where(*where)
         if after is not None:
             stmt = stmt.where(keyset_predicate(order, after))
@@ -139,11 +152,11 @@ async def execute_search(
             await resolve_parent(conn, rt, path, account_id)  # a missing parent is a 404
         has_more = len(rows) > spec.limit
         rows = rows[: spec.limit]
-        width = len(names)
         next_cursor = None
         if has_more and rows:
+            last = rows[-1]
             next_cursor = encode_cursor(
-                list(rows[-1][width + 2 :]), sort_signature=spec.signature, key=rt.cursor_key
+                [last[i] for i in positions], sort_signature=spec.signature, key=rt.cursor_key
             )
         items = [dict(zip(names, row, strict=False)) for row in rows]
         if spec.include:

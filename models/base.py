@@ -98,6 +98,23 @@ class UTCDateTime(TypeDecorator[dt.datetime]):
         value = value.astimezone(dt.UTC)
         return value if dialect.name == "postgresql" else value.replace(tzinfo=None)
 
+    def result_processor(
+        self, dialect: Dialect, coltype: object
+    ) -> Callable[[Any], dt.datetime | None] | None:
+        """Per-value work only where the driver leaves it: asyncpg already gives aware UTC
+        (the session's time zone is UTC); MariaDB and SQLite give naive UTC, made aware by
+        one C-level call per value."""
+        if dialect.name == "postgresql":
+            return None
+        impl = self.impl_instance.result_processor(dialect, coltype)
+
+        def aware(value: Any) -> dt.datetime | None:
+            if impl is not None:
+                value = impl(value)
+            return None if value is None else _as_utc(value)
+
+        return aware
+
     def process_result_value(self, value: Any, dialect: Dialect) -> dt.datetime | None:
         if value is None:
             return None
@@ -107,6 +124,21 @@ class UTCDateTime(TypeDecorator[dt.datetime]):
         if moment.tzinfo is None:
             return moment.replace(tzinfo=dt.UTC)
         return moment.astimezone(dt.UTC)
+
+
+def _as_utc(value: dt.datetime) -> dt.datetime:
+    if value.tzinfo is None:
+        return dt.datetime(
+            value.year,
+            value.month,
+            value.day,
+            value.hour,
+            value.minute,
+            value.second,
+            value.microsecond,
+            dt.UTC,
+        )
+    return value.astimezone(dt.UTC)
 
 
 #: A 64-bit key on MariaDB and PostgreSQL; SQLite only auto-increments INTEGER keys.

@@ -64,6 +64,19 @@ def normalise_url(url: str) -> URL:
     return parsed
 
 
+#: Seconds a unit of database work may take on each MariaDB engine (by `id` of its sync engine).
+_DEADLINES: dict[int, float | None] = {}
+
+
+def deadline(engine: AsyncEngine) -> float | None:
+    """How long a unit of work on `engine` may wait for the database, None for no bound.
+
+    MariaDB's own `max_statement_time` cannot end a request stuck on a hung server or
+    network; this does (PostgreSQL has asyncpg's `command_timeout`, SQLite no network).
+    """
+    return _DEADLINES.get(id(engine.sync_engine))
+
+
 def read_timeout_seconds(settings: Settings) -> float | None:
     """How long a client waits for any database answer: the statement limit plus slack.
 
@@ -111,10 +124,9 @@ def create_engine(
         if backend == "mysql":
             # max_statement_time is enforced by the server: a hung server or network needs a
             # client-side bound too, or a request holding a connection waits forever.
-            kwargs["connect_args"] = {
-                "connect_timeout": CONNECT_TIMEOUT_SECONDS,
-                "read_timeout": read_timeout_seconds(settings),
-            }
+            # The bound is applied around each unit of database work (`deadline()`), not as
+            # asyncmy's read_timeout, which costs an asyncio.wait_for task per packet read.
+            kwargs["connect_args"] = {"connect_timeout": CONNECT_TIMEOUT_SECONDS}
         else:
             kwargs["connect_args"] = {
                 "timeout": CONNECT_TIMEOUT_SECONDS,
@@ -126,6 +138,8 @@ def create_engine(
             }
     kwargs.update(overrides)
     engine = create_async_engine(url, **kwargs)
+    if backend == "mysql":
+        _DEADLINES[id(engine.sync_engine)] = read_timeout_seconds(settings)
     _install_session_setup(
         engine, backend, settings, explicit_begin=sqlite_begin and not autocommit
     )

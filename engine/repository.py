@@ -7,6 +7,7 @@ timeouts to 503, so no driver detail ever reaches a client.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -17,6 +18,7 @@ import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from engine.db import deadline
 from engine.errors import (
     AetherError,
     ConflictError,
@@ -125,7 +127,7 @@ async def transaction(
     engine: AsyncEngine, obj: ObjectType | None = None
 ) -> AsyncIterator[AsyncConnection]:
     """One transaction for one request, with driver errors translated."""
-    async with translate_errors(obj), engine.begin() as conn:
+    async with translate_errors(obj), asyncio.timeout(deadline(engine)), engine.begin() as conn:
         yield conn
 
 
@@ -139,7 +141,7 @@ async def read(
     No transaction and no pre-ping: a connection the database dropped (a restart, an idle
     timeout) fails its first statement, and the read is retried once on a fresh one.
     """
-    async with translate_errors(obj):
+    async with translate_errors(obj), asyncio.timeout(deadline(engine)):
         try:
             async with engine.connect() as conn:
                 return await work(conn)
@@ -160,7 +162,7 @@ async def autocommit(
     For writes that are one statement, or a few whose consistency the statements themselves
     guard (a version predicate, a foreign key), so no BEGIN/COMMIT round trips are needed.
     """
-    async with translate_errors(obj), engine.connect() as conn:
+    async with translate_errors(obj), asyncio.timeout(deadline(engine)), engine.connect() as conn:
         yield conn
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -13,8 +15,10 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
 
+import engine.actions.download as download_module
 import engine.actions.upload as upload_module
 from engine.app import create_app
+from engine.errors import NotFoundError
 from engine.runtime import Runtime
 from tests.integration.conftest import Api, make_settings
 
@@ -54,6 +58,29 @@ async def counts(rt: Runtime) -> tuple[int, int]:
         n_files = files.scalar_one()
         efs = await conn.execute(sa.select(sa.func.count()).select_from(rt.tables["event_file"]))
         return int(n_files), int(efs.scalar_one())
+
+
+@contextmanager
+def engine_statements(rt: Runtime) -> Iterator[list[str]]:
+    """Every SQL statement the runtime's engine sends while the block runs."""
+    seen: list[str] = []
+
+    def record(*args: Any) -> None:
+        seen.append(str(args[2]))
+
+    engine = rt.engine.sync_engine
+    sa.event.listen(engine, "before_cursor_execute", record)
+    try:
+        yield seen
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", record)
+
+
+async def account_pk_of(rt: Runtime, public_id: str) -> int:
+    account = rt.tables["account"]
+    async with rt.engine.connect() as conn:
+        found = await conn.execute(sa.select(account.c.id).where(account.c.id_random == public_id))
+        return int(found.scalar_one())
 
 
 def blob_files(rt: Runtime) -> set[Path]:
@@ -384,3 +411,45 @@ async def test_downloads_of_another_account_answer_like_missing_ones(api: Api) -
     assert set(mine.json()["files"][0]) == set(file_b)  # no "already existed" hint
     got = await api.client.get(f"/v3/action/blob/{sha}", headers=h)
     assert got.status_code == 200 and got.content == only_b
+
+
+async def test_download_resolves_any_public_id_in_one_statement(api: Api) -> None:
+    """file, event_file, event (with and without a role), an empty event and an unknown id:
+    each is told apart by a single statement, and every branch carries the account."""
+    event = await make_event(api)
+    files: Files = [
+        ("file", ("deck.pdf", PDF, "application/pdf")),
+        ("file", ("logo.png", PNG, "image/png")),
+    ]
+    meta = [{"role": "slides", "position": 2}, {"role": "logo", "position": 5}]
+    r = await upload(api, event["id"], files, meta)
+    assert r.status_code == 201, r.text
+    deck, logo = r.json()["files"]
+    ef_deck, _ = r.json()["event_files"]
+    empty = await make_event(api, code="EMPTY")
+    rt = api.runtime
+    account_pk = await account_pk_of(rt, api.a.account_id)
+    other_pk = await account_pk_of(rt, api.b.account_id)
+    cases: list[tuple[str, str | None, str | None]] = [
+        (deck["id"], None, "deck.pdf"),
+        (logo["id"], "logo", "logo.png"),  # a role only narrows an event's files
+        (ef_deck["id"], None, "deck.pdf"),
+        (event["id"], None, "deck.pdf"),
+        (event["id"], "logo", "logo.png"),
+        (event["id"], "banner", None),
+        (empty["id"], None, None),
+        ("Q" * 22, None, None),
+    ]
+    for public_id, role, expected in cases:
+        for account in (account_pk, other_pk):
+            with engine_statements(rt) as seen:
+                async with rt.engine.connect() as conn:
+                    try:
+                        row = await download_module.resolve_download(
+                            conn, rt, account, public_id, role
+                        )
+                        name: str | None = str(row["name"])
+                    except NotFoundError:
+                        name = None
+            assert len(seen) == 1, (public_id, role, seen)
+            assert name == (expected if account == account_pk else None), (public_id, role)

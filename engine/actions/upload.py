@@ -173,16 +173,16 @@ async def write_rows(
             for part, m in zip(upload.files, meta, strict=True)
         ]
         ef_pks = await insert_event_files(conn, ef_table, rows)
-        files = await _read(conn, rt, "file", list(by_hash.values()))
-        event_files = await _read(conn, rt, "event_file", ef_pks)
+        files = await _read(conn, rt, account_id, "file", list(by_hash.values()))
+        event_files = await _read(conn, rt, account_id, "event_file", ef_pks)
     return {"files": files, "event_files": event_files}
 
 
 async def _read(
-    conn: AsyncConnection, rt: Runtime, type_name: str, pks: list[int]
+    conn: AsyncConnection, rt: Runtime, account_id: int, type_name: str, pks: list[int]
 ) -> list[dict[str, Any]]:
     plan = rt.plans[type_name]
-    stmt = plan.select().where(plan.pk.in_(pks))
+    stmt = plan.scoped(plan.select().where(plan.pk.in_(pks)), account_id)
     if conn.dialect.name in ("mysql", "mariadb"):
         # A `file` row another upload committed after this transaction's first read is not
         # in the InnoDB snapshot; a locking read sees it.

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import re
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -21,6 +23,7 @@ from engine.app import create_app
 from engine.errors import NotFoundError
 from engine.runtime import Runtime
 from tests.integration.conftest import Api, make_settings
+from tests.integration.test_auth_http import sign
 
 EVENT = {"name": "Spring Gala", "starts_at": "2027-03-14T09:00:00+01:00", "code": "GALA-1"}
 PDF = b"%PDF-1.4\n" + b"slides " * 300
@@ -453,3 +456,28 @@ async def test_download_resolves_any_public_id_in_one_statement(api: Api) -> Non
                         name = None
             assert len(seen) == 1, (public_id, role, seen)
             assert name == (expected if account == account_pk else None), (public_id, role)
+
+
+TENANT_READ = re.compile(r"\b(?:FROM|UPDATE|JOIN)\s+[`\"]?(file|event_file|event|api_key)\b")
+
+
+async def test_upload_and_api_key_statements_carry_the_account(api: Api) -> None:
+    """No statement these actions send reads or updates a tenant's table by its internal
+    key alone. A JWT signs in (its look-up reads `account` only), so every statement seen
+    is the actions' own."""
+    event = await make_event(api)
+    token = sign(
+        {"sub": "Q" * 22, "acct": api.a.account_id, "role": "admin", "exp": time.time() + 600},
+        api.runtime.settings.jwt_key,
+    )
+    h = {"Authorization": f"Bearer {token}"}
+    with engine_statements(api.runtime) as seen:
+        r = await upload(api, event["id"], [("file", ("a.pdf", PDF, "application/pdf"))], None, h)
+        assert r.status_code == 201, r.text
+        k = await api.client.post("/v3/action/api_key", json={"name": "ci"}, headers=h)
+        assert k.status_code == 201, k.text
+    checked = [s for s in seen if TENANT_READ.search(s) and not s.lstrip().startswith("INSERT")]
+    assert checked, seen
+    for statement in checked:
+        _, _, where = statement.partition("WHERE")
+        assert "account_id" in where, statement

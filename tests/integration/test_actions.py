@@ -7,7 +7,7 @@ import hashlib
 import json
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -21,7 +21,7 @@ import engine.actions.download as download_module
 import engine.actions.upload as upload_module
 from engine.app import create_app
 from engine.errors import NotFoundError
-from engine.runtime import Runtime
+from engine.runtime import Runtime, build_runtime
 from tests.integration.conftest import Api, make_settings
 from tests.integration.test_auth_http import sign
 
@@ -84,6 +84,11 @@ async def account_pk_of(rt: Runtime, public_id: str) -> int:
     async with rt.engine.connect() as conn:
         found = await conn.execute(sa.select(account.c.id).where(account.c.id_random == public_id))
         return int(found.scalar_one())
+
+
+async def chunks(*parts: bytes) -> AsyncIterator[bytes]:
+    for part in parts:
+        yield part
 
 
 def blob_files(rt: Runtime) -> set[Path]:
@@ -481,3 +486,79 @@ async def test_upload_and_api_key_statements_carry_the_account(api: Api) -> None
     for statement in checked:
         _, _, where = statement.partition("WHERE")
         assert "account_id" in where, statement
+
+
+async def test_a_body_that_fails_after_a_file_keeps_a_blob_another_upload_committed(
+    api: Api,
+) -> None:
+    """A's first part is stored (A created the blob); before A's body ends, B uploads the same
+    bytes and commits. A's body is then cut short: A's cleanup must leave B's blob."""
+    event_a = await make_event(api)
+    event_b = await make_event(api, tenant="b")
+    content = b"shared by a failing body and tenant B\n" * 40
+    sha = hashlib.sha256(content).hexdigest()
+    boundary = "b0undary"
+    head = (
+        f"--{boundary}\r\n"
+        'Content-Disposition: form-data; name="file"; filename="a.txt"\r\n'
+        "Content-Type: text/plain\r\n\r\n"
+    ).encode()
+    second = f'\r\n--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="b"\r\n'
+
+    async def body() -> AsyncIterator[bytes]:
+        yield head + content + second.encode()
+        b = await upload(
+            api,
+            event_b["id"],
+            [("file", ("b.txt", content, "text/plain"))],
+            headers=api.b.headers("editor"),
+        )
+        assert b.status_code == 201, b.text
+        yield b"\r\n\r\ntruncated"  # no closing boundary: 400
+
+    r = await api.client.post(
+        f"/v3/action/event/{event_a['id']}/upload",
+        content=body(),
+        headers={
+            **api.a.headers("editor"),
+            "Content-Type": f"multipart/form-data; boundary={boundary}",
+        },
+    )
+    assert r.status_code == 400, r.text
+    assert any(p.name == sha for p in blob_files(api.runtime)), "B's blob was deleted"
+    got = await api.client.get(f"/v3/action/blob/{sha}", headers=api.b.headers())
+    assert got.status_code == 200 and got.content == content
+
+
+@pytest.mark.parametrize("backend", ["mariadb", "postgresql"])  # SQLite has no pool to drain
+async def test_blobs_stay_when_the_reference_check_cannot_answer(
+    api: Api, database_url: str, tmp_path: Path
+) -> None:
+    """A failed upload deletes a blob it created only once the database has said that no row
+    names it. A pool that times out is no answer: B's committed row must keep its blob."""
+    event_b = await make_event(api, tenant="b")
+    content = b"referenced by tenant B\n" * 30
+    b = await upload(
+        api,
+        event_b["id"],
+        [("file", ("b.txt", content, "text/plain"))],
+        headers=api.b.headers("editor"),
+    )
+    assert b.status_code == 201, b.text
+    referenced = hashlib.sha256(content).hexdigest()
+    orphan = (await api.runtime.blobs.put(chunks(b"nobody names these bytes"))).sha256
+
+    settings = make_settings(database_url, tmp_path, db_pool_size=1, db_pool_timeout=0.3)
+    small = build_runtime(settings)
+    try:
+        async with small.engine.connect() as c1, small.engine.connect() as c2:
+            await c1.execute(sa.text("SELECT 1"))
+            await c2.execute(sa.text("SELECT 1"))  # both pooled connections are now busy
+            await upload_module.discard_unreferenced(small, [referenced, orphan])
+        assert await small.blobs.exists(referenced), "deleted while the check had no answer"
+        assert await small.blobs.exists(orphan), "deleted while the check had no answer"
+        await upload_module.discard_unreferenced(small, [referenced, orphan])
+        assert await small.blobs.exists(referenced)
+        assert not await small.blobs.exists(orphan)
+    finally:
+        await small.close()

@@ -42,6 +42,7 @@ class Runtime:
     dialect: str
     cursor_key: bytes  # signs and encrypts keyset cursors; derived from the JWT key
     documents: dict[str, Any] = field(default_factory=dict)  # encoded schema documents
+    blob_store_id: str | None = None  # set once the store is bound (engine.blob_binding)
 
     async def close(self) -> None:
         await self.cache.close()

@@ -22,6 +22,7 @@ from starlette.responses import Response
 
 from engine.actions import specs
 from engine.actions.base import ActionContext
+from engine.blob_binding import require_bound_store
 from engine.blobs import BlobWriter
 from engine.errors import ForbiddenError, NotFoundError, ValidationError
 from engine.filenames import sanitize_filename
@@ -264,6 +265,7 @@ class UploadToEvent:
         idem = Idempotency.from_request(rt.cache, ctx.principal, request, route)
         content_type = request.headers.get("content-type", "")
         limit = rt.settings.upload_max_bytes
+        await require_bound_store(rt)
         if idem is not None:
             replay = await idem.begin()
             if replay is not None:  # parse the retry without storing it, then compare

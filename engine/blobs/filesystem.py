@@ -11,11 +11,12 @@ import contextlib
 import functools
 import os
 import threading
+import uuid
 from collections.abc import AsyncIterable, AsyncIterator
 from pathlib import Path
 from typing import BinaryIO
 
-from engine.blobs._io import in_thread, shielded
+from engine.blobs._io import fsync_dir, in_thread, shielded
 from engine.blobs._writer import TEMP_DIR, TempFileWriter
 from engine.blobs.store import (
     CHUNK_SIZE,
@@ -28,7 +29,9 @@ from engine.blobs.store import (
 )
 from engine.errors import NotFoundError
 
-__all__ = ["FileSystemBlobStore"]
+__all__ = ["STORE_ID_FILE", "FileSystemBlobStore"]
+
+STORE_ID_FILE = ".store-id"
 
 
 class _FileReader:
@@ -84,6 +87,44 @@ class FileSystemBlobStore:
 
     def __init__(self, root: Path | str) -> None:
         self.root = Path(root)
+
+    @property
+    def location(self) -> str:
+        return str(self.root.resolve())
+
+    async def read_store_id(self) -> str | None:
+        """The id in `root/.store-id`, or None when the store has none yet."""
+        return await in_thread(lambda: _read_id(self.root / STORE_ID_FILE))
+
+    async def claim_store_id(self, store_id: str) -> str:
+        """Record `store_id` in `root/.store-id` unless an id is there; return the one kept.
+
+        The file is written whole under `.tmp` and hard-linked into place: the link fails
+        when the name exists, so of two racing claimers exactly one wins and both read it.
+        """
+        if not store_id or not store_id.isalnum():
+            raise ValueError("a store id is letters and digits")
+
+        def claim() -> str:
+            target = self.root / STORE_ID_FILE
+            temp = self.root / TEMP_DIR / f"store-id-{uuid.uuid4().hex}.part"
+            temp.parent.mkdir(parents=True, exist_ok=True)
+            with temp.open("x") as file:
+                file.write(store_id + "\n")
+                file.flush()
+                os.fsync(file.fileno())
+            try:
+                os.link(temp, target)
+                fsync_dir(self.root)
+            except FileExistsError:
+                pass
+            finally:
+                temp.unlink()
+            found = _read_id(target)
+            assert found is not None  # linked just now, or by the claimer that won
+            return found
+
+        return await in_thread(claim)
 
     def path_for(self, sha256: str) -> Path:
         if not is_sha256(sha256):
@@ -180,6 +221,13 @@ class FileSystemBlobStore:
         if "/" in name or "\\" in name or name in {"", ".", ".."}:
             return False
         return await in_thread(functools.partial(_unlink, self.root / TEMP_DIR / name))
+
+
+def _read_id(path: Path) -> str | None:
+    try:
+        return path.read_text(encoding="ascii").strip() or None
+    except FileNotFoundError:
+        return None
 
 
 def _list_dirs(path: Path) -> list[Path]:

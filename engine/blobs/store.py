@@ -89,7 +89,19 @@ class BlobStore(Protocol):
     `delete` answer False. `open` takes an inclusive byte range, as HTTP does. `put` streams
     chunks through `open_writer` and removes the partial blob on any failure. The temp-file
     methods exist for garbage collection of uploads that died half way.
+
+    A store carries one id, recorded at first use, which binds it to the database whose
+    rows reference its blobs (`engine.blob_binding`): `read_store_id` answers None until
+    then, and `claim_store_id` records an id unless one is already there, atomically, and
+    returns the one that won. `location` names the store in messages.
     """
+
+    @property
+    def location(self) -> str: ...
+
+    async def read_store_id(self) -> str | None: ...
+
+    async def claim_store_id(self, store_id: str) -> str: ...
 
     async def open_writer(self, *, max_bytes: int | None = None) -> BlobWriter: ...
 

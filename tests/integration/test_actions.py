@@ -20,6 +20,7 @@ from sqlalchemy import exc as sa_exc
 import engine.actions.download as download_module
 import engine.actions.upload as upload_module
 from engine.app import create_app
+from engine.blobs.filesystem import STORE_ID_FILE
 from engine.errors import NotFoundError
 from engine.runtime import Runtime, build_runtime
 from tests.integration.conftest import Api, make_settings
@@ -92,7 +93,9 @@ async def chunks(*parts: bytes) -> AsyncIterator[bytes]:
 
 
 def blob_files(rt: Runtime) -> set[Path]:
-    return {p for p in Path(rt.settings.blob_dir).rglob("*") if p.is_file()}
+    """Blobs and temp files: everything in the store but its id."""
+    root = Path(rt.settings.blob_dir)
+    return {p for p in root.rglob("*") if p.is_file() and p.name != STORE_ID_FILE}
 
 
 async def test_upload_then_download_every_way(api: Api) -> None:

@@ -253,3 +253,26 @@ async def test_gc_on_empty_store(store: FileSystemBlobStore) -> None:
 async def test_remove_temp_file_refuses_paths(store: FileSystemBlobStore) -> None:
     assert not await store.remove_temp_file("../x")
     assert not await store.remove_temp_file("..")
+
+
+async def test_store_id_is_claimed_once_and_is_not_a_blob(store: FileSystemBlobStore) -> None:
+    assert await store.read_store_id() is None
+    assert await store.claim_store_id("first") == "first"
+    assert await store.claim_store_id("second") == "first"  # the first claim stays
+    assert await store.read_store_id() == "first"
+    assert [p.name for p in files_under(store.root)] == [".store-id"]  # no temp file left
+    assert [b async for b in store.iter_blobs()] == []
+    report = await collect_garbage(store, set(), grace_seconds=0, dry_run=False)
+    assert report.removed_blobs == [] and report.removed_temp_files == []
+    assert await store.read_store_id() == "first"
+
+
+async def test_racing_store_id_claims_agree(store: FileSystemBlobStore) -> None:
+    won = await asyncio.gather(*(store.claim_store_id(f"id{i}") for i in range(8)))
+    assert len(set(won)) == 1 and await store.read_store_id() == won[0]
+
+
+@pytest.mark.parametrize("bad", ["", "a/b", "../x", "id\n"])
+async def test_a_store_id_is_letters_and_digits(store: FileSystemBlobStore, bad: str) -> None:
+    with pytest.raises(ValueError):
+        await store.claim_store_id(bad)

@@ -1,15 +1,14 @@
 """Binding a blob store to its database, so garbage collection never reads the wrong rows.
 
 The store and the database each record one store id (the store in its own metadata, the
-database in `system_setting`), written at first use. `bind_blob_store` records a new id
-in both when neither has one, and raises `BlobStoreMismatchError` when they disagree: a
-collection run against another database would delete every blob that database does not
-reference, that is, all of the right database's blobs.
+database in `system_setting`), written at first use, database first. `bind_blob_store`
+records a new id when neither has one, and raises `BlobStoreMismatchError` when they
+disagree: a collection run against another database would delete every blob that database
+does not reference, that is, all of the right database's blobs.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import uuid
 from typing import TYPE_CHECKING
@@ -37,9 +36,6 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 SETTING_NAME = "blob_store_id"
-# A claimer that lost the race for the store id waits this long for the winner's row.
-_WINNER_WAIT_SECONDS = 2.0
-_WINNER_POLL_SECONDS = 0.1
 
 
 class BlobStoreMismatchError(Exception):
@@ -68,54 +64,38 @@ async def _record(engine: AsyncEngine, table: sa.Table, store_id: str) -> str:
     return recorded
 
 
-async def _wait_for_row(engine: AsyncEngine, table: sa.Table) -> str | None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + _WINNER_WAIT_SECONDS
-    found = None
-    while found is None and loop.time() < deadline:
-        await asyncio.sleep(_WINNER_POLL_SECONDS)
-        found = await database_store_id(engine, table)
-    return found
-
-
-def _mismatch(store: BlobStore, store_id: str | None, database_id: str | None) -> str:
-    where = f"the blob store at {store.location}"
-    if store_id is None:
-        return (
-            f"{where} has no store id, but this database is bound to store {database_id}: "
-            "it is not this database's blob store (check AE_BLOB_DIR / AE_BLOB_URL)"
-        )
+def _mismatch(store: BlobStore, store_id: str, database_id: str | None) -> str:
+    where = f"the blob store at {store.location} is bound to another database"
     if database_id is None:
         return (
-            f"{where} is bound to another database (store id {store_id}); this database "
-            "records no store: point AE_DATABASE_URL at the database the store belongs to"
+            f"{where} (store id {store_id}); this database records no store: point "
+            "AE_DATABASE_URL at the database the store belongs to"
         )
     return (
-        f"{where} is bound to another database (store id {store_id}; this database "
-        f"records store {database_id}): check AE_DATABASE_URL and AE_BLOB_DIR / AE_BLOB_URL"
+        f"{where} (store id {store_id}; this database records store {database_id}): "
+        "check AE_DATABASE_URL and AE_BLOB_DIR / AE_BLOB_URL"
     )
 
 
 async def bind_blob_store(engine: AsyncEngine, table: sa.Table, store: BlobStore) -> str:
     """The store id `store` and the database share, recorded in both at first use.
 
-    Raises BlobStoreMismatchError when they record different ids, or only one of them
-    records one. Racing first uses agree: the store keeps exactly one id (`claim_store_id`),
-    and only the process whose proposed id won records it in the database; any other that
-    finds the store bound and the database not waits briefly for that row, so two
-    databases starting on one new store cannot both bind it.
+    The database records an id first, then the store takes the database's id. So a store
+    holding an id always has that id in its database; a store with an id and a database
+    without one (or with another) is another database's store: BlobStoreMismatchError.
+    A store without an id takes the database's (first use, or a run that stopped between
+    the two writes). Racing first uses agree: the database keeps one row, the store one id,
+    and of two databases racing for one new store the one that loses is refused.
     """
     store_id = await store.read_store_id()
     database_id = await database_store_id(engine, table)
-    if store_id is None and database_id is None:
-        proposed = uuid.uuid4().hex
-        store_id = await store.claim_store_id(proposed)
-        if store_id == proposed:
-            database_id = await _record(engine, table, store_id)
     if store_id is not None and database_id is None:
-        # Another process may have claimed the store and be about to record its row here.
-        database_id = await _wait_for_row(engine, table)
-    if store_id != database_id or store_id is None:
+        raise BlobStoreMismatchError(_mismatch(store, store_id, database_id))
+    if database_id is None:
+        database_id = await _record(engine, table, uuid.uuid4().hex)
+    if store_id is None:
+        store_id = await store.claim_store_id(database_id)
+    if store_id != database_id:
         raise BlobStoreMismatchError(_mismatch(store, store_id, database_id))
     return store_id
 

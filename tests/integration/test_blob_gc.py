@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from engine.blob_binding import SETTING_NAME, BlobStoreMismatchError
+from engine.blob_binding import SETTING_NAME, BlobStoreMismatchError, bind_blob_store
+from engine.blobs import FileSystemBlobStore
 from engine.cli import main
 from engine.db import create_engine
 from engine.gc import gc_blobs
@@ -83,7 +84,7 @@ async def test_gc_against_another_database_is_refused_and_deletes_nothing(
     assert await store.exists(sha) and not await store.exists(orphan)
 
 
-async def test_first_collection_binds_both_and_a_new_store_is_refused(
+async def test_first_collection_binds_both_and_other_ids_are_refused(
     database_url: str, tmp_path: Path
 ) -> None:
     settings = make_settings(database_url, tmp_path)
@@ -94,7 +95,42 @@ async def test_first_collection_binds_both_and_a_new_store_is_refused(
     assert (Path(settings.blob_dir) / ".store-id").read_text().strip() == store_id
     again = await gc_blobs(settings, dry_run=False, grace_seconds=0)
     assert again.removed_blobs == []
-    # The database is bound: an empty directory is not its store.
+    # A store with no id yet (new, or a run stopped between the two writes) takes the
+    # database's: the database is written first, so its id is the binding.
     elsewhere = make_settings(database_url, tmp_path, blob_dir=str(tmp_path / "elsewhere"))
-    with pytest.raises(BlobStoreMismatchError, match="no store id"):
-        await gc_blobs(elsewhere, dry_run=False, grace_seconds=0)
+    await gc_blobs(elsewhere, dry_run=False, grace_seconds=0)
+    assert (tmp_path / "elsewhere" / ".store-id").read_text().strip() == store_id
+    # A store holding another id belongs to another database.
+    (Path(settings.blob_dir) / ".store-id").write_text("0" * 32 + "\n")
+    with pytest.raises(BlobStoreMismatchError, match=f"records store {store_id}"):
+        await gc_blobs(settings, dry_run=False, grace_seconds=0)
+
+
+async def test_racing_first_binds_agree_and_two_databases_cannot_share_a_store(
+    database_url: str, backend: str, tmp_path: Path
+) -> None:
+    table = Base.metadata.tables["system_setting"]
+    engine = create_engine(Settings(database_url=database_url))
+    try:
+        store = FileSystemBlobStore(tmp_path / "shared")
+        ids = await asyncio.gather(*(bind_blob_store(engine, table, store) for _ in range(6)))
+        assert len(set(ids)) == 1 and await store.read_store_id() == ids[0]
+
+        fresh = FileSystemBlobStore(tmp_path / "fresh")
+        async with fresh_database(backend, tmp_path) as other_url:
+            await create_schema(other_url)
+            other = create_engine(Settings(database_url=other_url))
+            try:
+                outcomes = await asyncio.gather(
+                    bind_blob_store(engine, table, fresh),
+                    bind_blob_store(other, table, fresh),
+                    return_exceptions=True,
+                )
+            finally:
+                await other.dispose()
+        won = [o for o in outcomes if isinstance(o, str)]
+        lost = [o for o in outcomes if isinstance(o, BlobStoreMismatchError)]
+        assert len(won) == 1 and len(lost) == 1, outcomes
+        assert await fresh.read_store_id() == won[0]
+    finally:
+        await engine.dispose()

@@ -13,6 +13,7 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.routing import BaseRoute, Route
 
 from engine.actions.base import Action, action_routes
+from engine.blob_binding import bind_runtime_store
 from engine.crud import crud_endpoint
 from engine.errors import AetherError
 from engine.health import healthz, readyz
@@ -44,6 +45,7 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await rt.start()
+        await bind_runtime_store(rt)
         try:
             yield
         finally:

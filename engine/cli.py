@@ -305,12 +305,16 @@ def cmd_routes(args: argparse.Namespace) -> None:
 
 
 def cmd_gc_blobs(args: argparse.Namespace) -> None:
+    from engine.blob_binding import BlobStoreMismatchError
     from engine.gc import gc_blobs
 
     settings = _settings()
     _log_to_stderr(settings)
     _require_database(settings)
-    report = asyncio.run(gc_blobs(settings, dry_run=args.dry_run, grace_seconds=args.grace))
+    try:
+        report = asyncio.run(gc_blobs(settings, dry_run=args.dry_run, grace_seconds=args.grace))
+    except BlobStoreMismatchError as exc:
+        raise CommandError(f"refusing to collect garbage: {exc}") from exc
     verb = "would remove" if args.dry_run else "removed"
     for sha in report.removed_blobs:
         sys.stdout.write(f"{verb} blob {sha}\n")

@@ -8,6 +8,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from engine.blob_binding import bind_blob_store
 from engine.blobs import FileSystemBlobStore
 from engine.db import create_engine
 from engine.provisioning import find_account, insert_account, insert_api_key
@@ -46,6 +47,8 @@ async def load_demo(settings: Settings) -> tuple[str, bool]:
     key_file = Path(settings.blob_dir).resolve().parent / DEMO_KEY_FILE  # noqa: ASYNC240  # CLI, once
     engine = create_engine(settings)
     try:
+        store = FileSystemBlobStore(Path(settings.blob_dir))
+        await bind_blob_store(engine, tables["system_setting"], store)  # before any blob
         async with engine.begin() as conn:
             found = await find_account(conn, tables, DEMO_SLUG)
             if found is not None:

@@ -1,4 +1,8 @@
-"""`aether gc-blobs`: remove blobs that no `file` row references, and stale temporary files."""
+"""`aether gc-blobs`: remove blobs that no `file` row references, and stale temporary files.
+
+The collection runs only against the database the blob store is bound to (see
+`engine.blob_binding`): another database's rows would leave every blob unreferenced.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
+from engine.blob_binding import bind_blob_store
 from engine.blob_gc import GcReport, collect_garbage
 from engine.blobs import FileSystemBlobStore
 from engine.db import create_engine
@@ -20,17 +25,20 @@ async def gc_blobs(
     """Collect garbage in the blob store against the hashes the `file` table references.
 
     Blobs younger than the grace period are kept: an upload may have written its blob and
-    not yet committed its rows.
+    not yet committed its rows. Raises BlobStoreMismatchError, before touching any blob,
+    when the store and the database are not bound to each other; on first use (neither
+    records a store id) it binds them.
     """
-    import models  # noqa: F401  # registers the file table
+    import models  # noqa: F401  # registers the file and system_setting tables
     from models.base import Base
 
     file = Base.metadata.tables["file"]
+    store = FileSystemBlobStore(Path(settings.blob_dir))
     engine = create_engine(settings)
     try:
+        await bind_blob_store(engine, Base.metadata.tables["system_setting"], store)
         async with engine.connect() as conn:
             referenced = set((await conn.execute(sa.select(file.c.sha256).distinct())).scalars())
     finally:
         await engine.dispose()
-    store = FileSystemBlobStore(Path(settings.blob_dir))
     return await collect_garbage(store, referenced, grace_seconds=grace_seconds, dry_run=dry_run)

@@ -12,6 +12,7 @@ attempts from both writing.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -85,8 +86,8 @@ class HashOnlySink:
     async def open_writer(self, *, max_bytes: int | None = None) -> BlobWriter:
         return _HashWriter()
 
-    async def delete(self, sha256: str) -> bool:
-        return False
+    async def discard(self, sha256s: Sequence[str]) -> None:
+        return None
 
 
 class Idempotency:

@@ -45,6 +45,7 @@ class Runtime:
     cursor_key: bytes  # signs and encrypts keyset cursors; derived from the JWT key
     principals: PrincipalCache
     documents: dict[str, Any] = field(default_factory=dict)  # encoded schema documents
+    blob_store_id: str | None = None  # set once the store is bound (engine.blob_binding)
 
     @property
     def engines(self) -> tuple[AsyncEngine, AsyncEngine]:

@@ -3,13 +3,14 @@
 The body is fed chunk by chunk to python-multipart's low-level parser; its callbacks only
 record events, which are then applied with `await` (blob writes) before the next chunk is
 read, so memory holds at most one incoming chunk. File parts (form name `file`) each become
-a blob; other parts are small text fields. Any failure removes every blob this call created.
+a blob; other parts are small text fields. On any failure the sink is asked to discard the
+blobs this call created (it deletes those no row references).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -36,11 +37,16 @@ _CLEANUPS: set[asyncio.Task[None]] = set()
 
 
 class BlobSink(Protocol):
-    """Where upload parts go: the blob store, or a sink that only hashes (idempotent replays)."""
+    """Where upload parts go: the blob store, or a sink that only hashes (idempotent replays).
+
+    `discard` gets the blobs an upload created and no longer needs. The same bytes may be
+    in flight in another upload that found the blob present and committed a row naming it,
+    so a sink over a shared store deletes only what it knows to be unreferenced.
+    """
 
     async def open_writer(self, *, max_bytes: int | None = None) -> BlobWriter: ...
 
-    async def delete(self, sha256: str) -> bool: ...
+    async def discard(self, sha256s: Sequence[str]) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,13 +212,11 @@ class _Receiver:
         for writer in self.open_writers:
             await writer.abort()
         self.open_writers.clear()
-        await _delete_created(self.store, [(b.sha256, b.created) for b in self.stored])
+        await self.store.discard(_created(b.sha256 for b in self.stored if b.created))
 
 
-async def _delete_created(store: BlobSink, blobs: list[tuple[str, bool]]) -> None:
-    for sha256, created in blobs:
-        if created:
-            await store.delete(sha256)
+def _created(hashes: Iterable[str]) -> list[str]:
+    return sorted(set(hashes))
 
 
 async def _run_cleanup(receiver: _Receiver) -> None:
@@ -252,7 +256,8 @@ async def receive_upload(
     Errors: not multipart or no boundary 415; body over `max_bytes`, too many parts or a
     field over `max_field_bytes` 413; malformed or truncated multipart 400; no file part
     422 at path `file`. On any failure, client disconnect and cancellation included, every
-    blob this call created and every temp file is removed before the error propagates.
+    temp file is removed and the blobs this call created are handed to `store.discard`
+    before the error propagates.
     """
     boundary = _boundary(content_type)
     receiver = _Receiver(store, max_files, max_fields, max_field_bytes)
@@ -290,10 +295,6 @@ async def receive_upload(
 
 
 async def discard_new_blobs(store: BlobSink, result: UploadResult) -> None:
-    """Delete the blobs `result` created, for a caller whose later transaction failed.
-
-    A concurrent upload of the same bytes that found this blob already present
-    (created=False) may have committed a row for it: callers re-check the rows first and
-    pass only the unreferenced blobs (see `engine.actions.upload.discard_unreferenced`).
-    """
-    await _delete_created(store, [(f.sha256, f.created) for f in result.files])
+    """Hand the blobs `result` created to `store.discard`, for a caller whose later
+    transaction failed (the sink keeps those a committed row names)."""
+    await store.discard(_created(f.sha256 for f in result.files if f.created))

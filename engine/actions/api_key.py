@@ -46,18 +46,21 @@ class CreateApiKey:
             raise ValidationError.single("expires_at", "must be in the future")
         if ctx.principal.account_id is None:
             raise ForbiddenError("System keys are made with `aether create-api-key --system`")
+        account_id = ctx.principal.account_id
         rt = ctx.runtime
         plan = rt.plans["api_key"]
         async with transaction(rt.engine) as conn:
             made = await insert_api_key(
                 conn,
                 rt.tables,
-                account_id=ctx.principal.account_id,
+                account_id=account_id,
                 name=spec.name,
                 role=spec.role,
                 expires_at=spec.expires_at,
             )
-            row = await fetch_one(conn, plan.select().where(plan.pk == made.pk))
+            row = await fetch_one(
+                conn, plan.scoped(plan.select().where(plan.pk == made.pk), account_id)
+            )
         assert row is not None
         body_out = {**public_row(row), "key": made.key}
         return json_response(

@@ -2,7 +2,8 @@
 
 Both read a `file` row of the caller's account and answer with `blob_response`: another
 account's hash or id is a 404 exactly like a missing one. `download` finds which type owns
-the public id (file, event_file or event) and sends the file as a named attachment.
+the public id (file, event_file or event) in one statement and sends the file as a named
+attachment.
 """
 
 from __future__ import annotations
@@ -78,41 +79,74 @@ class GetBlob:
         return _send(request, rt, row, named=False)
 
 
+_KINDS = ("file", "event_file", "event")
+
+
+def _download_select(
+    rt: Runtime, account_id: int, public_id: str, role: str | None
+) -> sa.CompoundSelect[Any]:
+    """One statement naming which type owns `public_id` and the file it designates.
+
+    A UNION ALL of three lookups, each carrying the account predicate on every table it
+    reads: the `file` itself, an `event_file`'s file, and an `event`'s first file (lowest
+    position, or the first with `role`) joined LEFT so an empty event still answers with
+    NULL file columns. `kind` is the index of the branch in `_KINDS`.
+    """
+    files, event_files, events = (rt.tables[n] for n in ("file", "event_file", "event"))
+    cols = [files.c[name] for name in _FILE_COLUMNS]
+
+    def branch(kind: int) -> sa.Select[Any]:
+        return sa.select(sa.literal_column(str(kind)).label("kind"), *cols)
+
+    own_file = branch(0).where(files.c.id_random == public_id, files.c.account_id == account_id)
+    via_link = (
+        branch(1)
+        .select_from(event_files)
+        .join(files, sa.and_(files.c.id == event_files.c.file_id, files.c.account_id == account_id))
+        .where(event_files.c.id_random == public_id, event_files.c.account_id == account_id)
+    )
+    first = (
+        sa.select(event_files.c.file_id)
+        .where(event_files.c.event_id == events.c.id, event_files.c.account_id == account_id)
+        .order_by(event_files.c.position, event_files.c.created_at, event_files.c.id)
+        .limit(1)
+    )
+    if role is not None:
+        first = first.where(event_files.c.role == role)
+    via_event = (
+        branch(2)
+        .select_from(events)
+        .outerjoin(
+            files,
+            sa.and_(
+                files.c.id == first.correlate(events).scalar_subquery(),
+                files.c.account_id == account_id,
+            ),
+        )
+        .where(events.c.id_random == public_id, events.c.account_id == account_id)
+    )
+    return sa.union_all(own_file, via_link, via_event)
+
+
 async def resolve_download(
     conn: AsyncConnection, rt: Runtime, account_id: int, public_id: str, role: str | None
 ) -> Mapping[str, Any]:
-    """The `file` row `public_id` designates in the account (SPEC 6.3), or NotFoundError."""
-    files, event_files, events = (rt.tables[n] for n in ("file", "event_file", "event"))
-    base = _file_select(rt, account_id)
-    row = await _one(conn, base.where(files.c.id_random == public_id))
-    if row is not None:
-        return row
-    joined = base.join(event_files, event_files.c.file_id == files.c.id)
-    row = await _one(
-        conn,
-        joined.where(event_files.c.id_random == public_id, event_files.c.account_id == account_id),
-    )
-    if row is not None:
-        return row
-    event_pk = (
-        await conn.execute(
-            sa.select(events.c.id).where(
-                events.c.id_random == public_id, events.c.account_id == account_id
-            )
-        )
-    ).scalar()
-    if event_pk is None:
+    """The `file` row `public_id` designates in the account (SPEC 6.3), or NotFoundError.
+
+    One statement whatever the id turns out to be (see `_download_select`).
+    """
+    result = await conn.execute(_download_select(rt, account_id, public_id, role))
+    by_kind = {_KINDS[int(row.kind)]: dict(row._mapping) for row in result}
+    for kind in ("file", "event_file"):
+        if kind in by_kind:
+            return by_kind[kind]
+    event = by_kind.get("event")
+    if event is None:
         raise NotFoundError(f"No file, event file or event {public_id!r}")
-    stmt = joined.where(
-        event_files.c.event_id == event_pk, event_files.c.account_id == account_id
-    ).order_by(event_files.c.position, event_files.c.created_at, event_files.c.id)
-    if role is not None:
-        stmt = stmt.where(event_files.c.role == role)
-    row = await _one(conn, stmt)
-    if row is None:
+    if event["sha256"] is None:
         what = "no file" if role is None else f"no file with the role {role!r}"
         raise NotFoundError(f"The event {public_id!r} has {what}")
-    return row
+    return event
 
 
 class Download:

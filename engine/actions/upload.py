@@ -2,7 +2,8 @@
 
 The body is streamed into the blob store by `receive_upload`; then one transaction finds or
 inserts the account's `file` row per distinct content and one `event_file` row per part.
-Any failure after the blobs are written discards the blobs this request created.
+Any failure after the blobs are written discards the blobs this request created that no
+committed row names (another upload of the same bytes may have committed one meanwhile).
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from starlette.responses import Response
 
 from engine.actions import specs
 from engine.actions.base import ActionContext
+from engine.blob_binding import require_bound_store
+from engine.blobs import BlobWriter
 from engine.errors import ForbiddenError, NotFoundError, ValidationError
 from engine.filenames import sanitize_filename
 from engine.idempotency import HashOnlySink, Idempotency, upload_fingerprint
@@ -173,16 +176,16 @@ async def write_rows(
             for part, m in zip(upload.files, meta, strict=True)
         ]
         ef_pks = await insert_event_files(conn, ef_table, rows)
-        files = await _read(conn, rt, "file", list(by_hash.values()))
-        event_files = await _read(conn, rt, "event_file", ef_pks)
+        files = await _read(conn, rt, account_id, "file", list(by_hash.values()))
+        event_files = await _read(conn, rt, account_id, "event_file", ef_pks)
     return {"files": files, "event_files": event_files}
 
 
 async def _read(
-    conn: AsyncConnection, rt: Runtime, type_name: str, pks: list[int]
+    conn: AsyncConnection, rt: Runtime, account_id: int, type_name: str, pks: list[int]
 ) -> list[dict[str, Any]]:
     plan = rt.plans[type_name]
-    stmt = plan.select().where(plan.pk.in_(pks))
+    stmt = plan.scoped(plan.select().where(plan.pk.in_(pks)), account_id)
     if conn.dialect.name in ("mysql", "mariadb"):
         # A `file` row another upload committed after this transaction's first read is not
         # in the InnoDB snapshot; a locking read sees it.
@@ -192,36 +195,55 @@ async def _read(
     return [by_pk[pk] for pk in pks]
 
 
-async def discard_unreferenced(rt: Runtime, upload: UploadResult) -> None:
-    """Delete the blobs this upload created, unless a committed `file` row now names them.
+async def discard_unreferenced(rt: Runtime, sha256s: Sequence[str]) -> None:
+    """Delete those of `sha256s` (blobs a failed upload created) that no `file` row names.
 
-    A concurrent upload of the same bytes finds the blob already present (created=False)
-    and may commit its row while this one fails: re-reading the rows just before deleting
-    keeps that blob. If the database cannot answer, nothing can have committed a new row
-    either, so the created blobs go.
+    A concurrent upload of the same bytes, in any account, finds the blob already present
+    (created=False) and may commit its row while this one fails, so the question is asked
+    of the whole `file` table: this is the one read not scoped to the caller's account (it
+    reads hashes only, and answers nothing to the client). A blob is deleted only when the
+    database has answered; when it cannot (down, pool timeout), every blob stays and
+    `aether gc-blobs` removes the unreferenced ones after its grace period.
     """
-    created = {f.sha256 for f in upload.files if f.created}
-    if not created:
+    wanted = sorted(set(sha256s))
+    if not wanted:
         return
     file = rt.tables["file"]
-    referenced: set[str] = set()
     try:
         async with rt.engine.connect() as conn:
             found = await conn.execute(
-                sa.select(file.c.sha256).where(file.c.sha256.in_(sorted(created))).distinct()
+                sa.select(file.c.sha256).where(file.c.sha256.in_(wanted)).distinct()
             )
             referenced = set(found.scalars())
-    except Exception:  # the database is down: no other upload committed a row meanwhile
-        logger.warning("could not re-check blob references before discarding", exc_info=True)
-    kept = UploadResult(
-        files=tuple(f for f in upload.files if f.sha256 not in referenced), fields=upload.fields
-    )
-    await discard_new_blobs(rt.blobs, kept)
+    except Exception:
+        logger.warning(
+            "kept %d new blob(s): the database could not say whether a row references them",
+            len(wanted),
+            exc_info=True,
+        )
+        return
+    for sha256 in wanted:
+        if sha256 not in referenced:
+            await rt.blobs.delete(sha256)
 
 
-async def _discard(rt: Runtime, upload: UploadResult) -> None:
+class CheckedSink:
+    """The upload's `BlobSink`: parts go to the blob store, and `discard` deletes only the
+    blobs the database says no row references (see `discard_unreferenced`)."""
+
+    def __init__(self, rt: Runtime) -> None:
+        self._rt = rt
+
+    async def open_writer(self, *, max_bytes: int | None = None) -> BlobWriter:
+        return await self._rt.blobs.open_writer(max_bytes=max_bytes)
+
+    async def discard(self, sha256s: Sequence[str]) -> None:
+        await discard_unreferenced(self._rt, sha256s)
+
+
+async def _discard(sink: CheckedSink, upload: UploadResult) -> None:
     # Shielded so the blobs go even while the request task is being cancelled.
-    task = asyncio.ensure_future(discard_unreferenced(rt, upload))
+    task = asyncio.ensure_future(discard_new_blobs(sink, upload))
     _DISCARDS.add(task)
     task.add_done_callback(_DISCARDS.discard)
     await asyncio.shield(task)
@@ -243,6 +265,7 @@ class UploadToEvent:
         idem = Idempotency.from_request(rt.cache, ctx.principal, request, route)
         content_type = request.headers.get("content-type", "")
         limit = rt.settings.upload_max_bytes
+        await require_bound_store(rt)
         if idem is not None:
             replay = await idem.begin()
             if replay is not None:  # parse the retry without storing it, then compare
@@ -251,13 +274,14 @@ class UploadToEvent:
                 )
                 replay.check(upload_fingerprint(retried))
                 return json_response(replay.body, status=replay.status)
+        sink = CheckedSink(rt)
         try:
-            upload = await receive_upload(request.stream(), content_type, rt.blobs, max_bytes=limit)
+            upload = await receive_upload(request.stream(), content_type, sink, max_bytes=limit)
             try:
                 meta = parse_meta(upload.fields.get(META_FIELD), len(upload.files))
                 body = await write_rows(rt, account_id, event_pk, upload, meta)
             except BaseException:
-                await _discard(rt, upload)
+                await _discard(sink, upload)
                 raise
             if idem is not None:
                 await idem.save(upload_fingerprint(upload), 201, body)

@@ -5,6 +5,10 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import re
+import time
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -13,10 +17,14 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
 
+import engine.actions.download as download_module
 import engine.actions.upload as upload_module
 from engine.app import create_app
-from engine.runtime import Runtime
+from engine.blobs.filesystem import STORE_ID_FILE
+from engine.errors import NotFoundError
+from engine.runtime import Runtime, build_runtime
 from tests.integration.conftest import Api, make_settings
+from tests.integration.test_auth_http import sign
 
 EVENT = {"name": "Spring Gala", "starts_at": "2027-03-14T09:00:00+01:00", "code": "GALA-1"}
 PDF = b"%PDF-1.4\n" + b"slides " * 300
@@ -56,8 +64,38 @@ async def counts(rt: Runtime) -> tuple[int, int]:
         return int(n_files), int(efs.scalar_one())
 
 
+@contextmanager
+def engine_statements(rt: Runtime) -> Iterator[list[str]]:
+    """Every SQL statement the runtime's engine sends while the block runs."""
+    seen: list[str] = []
+
+    def record(*args: Any) -> None:
+        seen.append(str(args[2]))
+
+    engine = rt.engine.sync_engine
+    sa.event.listen(engine, "before_cursor_execute", record)
+    try:
+        yield seen
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", record)
+
+
+async def account_pk_of(rt: Runtime, public_id: str) -> int:
+    account = rt.tables["account"]
+    async with rt.engine.connect() as conn:
+        found = await conn.execute(sa.select(account.c.id).where(account.c.id_random == public_id))
+        return int(found.scalar_one())
+
+
+async def chunks(*parts: bytes) -> AsyncIterator[bytes]:
+    for part in parts:
+        yield part
+
+
 def blob_files(rt: Runtime) -> set[Path]:
-    return {p for p in Path(rt.settings.blob_dir).rglob("*") if p.is_file()}
+    """Blobs and temp files: everything in the store but its id."""
+    root = Path(rt.settings.blob_dir)
+    return {p for p in root.rglob("*") if p.is_file() and p.name != STORE_ID_FILE}
 
 
 async def test_upload_then_download_every_way(api: Api) -> None:
@@ -384,3 +422,146 @@ async def test_downloads_of_another_account_answer_like_missing_ones(api: Api) -
     assert set(mine.json()["files"][0]) == set(file_b)  # no "already existed" hint
     got = await api.client.get(f"/v3/action/blob/{sha}", headers=h)
     assert got.status_code == 200 and got.content == only_b
+
+
+async def test_download_resolves_any_public_id_in_one_statement(api: Api) -> None:
+    """file, event_file, event (with and without a role), an empty event and an unknown id:
+    each is told apart by a single statement, and every branch carries the account."""
+    event = await make_event(api)
+    files: Files = [
+        ("file", ("deck.pdf", PDF, "application/pdf")),
+        ("file", ("logo.png", PNG, "image/png")),
+    ]
+    meta = [{"role": "slides", "position": 2}, {"role": "logo", "position": 5}]
+    r = await upload(api, event["id"], files, meta)
+    assert r.status_code == 201, r.text
+    deck, logo = r.json()["files"]
+    ef_deck, _ = r.json()["event_files"]
+    empty = await make_event(api, code="EMPTY")
+    rt = api.runtime
+    account_pk = await account_pk_of(rt, api.a.account_id)
+    other_pk = await account_pk_of(rt, api.b.account_id)
+    cases: list[tuple[str, str | None, str | None]] = [
+        (deck["id"], None, "deck.pdf"),
+        (logo["id"], "logo", "logo.png"),  # a role only narrows an event's files
+        (ef_deck["id"], None, "deck.pdf"),
+        (event["id"], None, "deck.pdf"),
+        (event["id"], "logo", "logo.png"),
+        (event["id"], "banner", None),
+        (empty["id"], None, None),
+        ("Q" * 22, None, None),
+    ]
+    for public_id, role, expected in cases:
+        for account in (account_pk, other_pk):
+            with engine_statements(rt) as seen:
+                async with rt.engine.connect() as conn:
+                    try:
+                        row = await download_module.resolve_download(
+                            conn, rt, account, public_id, role
+                        )
+                        name: str | None = str(row["name"])
+                    except NotFoundError:
+                        name = None
+            assert len(seen) == 1, (public_id, role, seen)
+            assert name == (expected if account == account_pk else None), (public_id, role)
+
+
+TENANT_READ = re.compile(r"\b(?:FROM|UPDATE|JOIN)\s+[`\"]?(file|event_file|event|api_key)\b")
+
+
+async def test_upload_and_api_key_statements_carry_the_account(api: Api) -> None:
+    """No statement these actions send reads or updates a tenant's table by its internal
+    key alone. A JWT signs in (its look-up reads `account` only), so every statement seen
+    is the actions' own."""
+    event = await make_event(api)
+    token = sign(
+        {"sub": "Q" * 22, "acct": api.a.account_id, "role": "admin", "exp": time.time() + 600},
+        api.runtime.settings.jwt_key,
+    )
+    h = {"Authorization": f"Bearer {token}"}
+    with engine_statements(api.runtime) as seen:
+        r = await upload(api, event["id"], [("file", ("a.pdf", PDF, "application/pdf"))], None, h)
+        assert r.status_code == 201, r.text
+        k = await api.client.post("/v3/action/api_key", json={"name": "ci"}, headers=h)
+        assert k.status_code == 201, k.text
+    checked = [s for s in seen if TENANT_READ.search(s) and not s.lstrip().startswith("INSERT")]
+    assert checked, seen
+    for statement in checked:
+        _, _, where = statement.partition("WHERE")
+        assert "account_id" in where, statement
+
+
+async def test_a_body_that_fails_after_a_file_keeps_a_blob_another_upload_committed(
+    api: Api,
+) -> None:
+    """A's first part is stored (A created the blob); before A's body ends, B uploads the same
+    bytes and commits. A's body is then cut short: A's cleanup must leave B's blob."""
+    event_a = await make_event(api)
+    event_b = await make_event(api, tenant="b")
+    content = b"shared by a failing body and tenant B\n" * 40
+    sha = hashlib.sha256(content).hexdigest()
+    boundary = "b0undary"
+    head = (
+        f"--{boundary}\r\n"
+        'Content-Disposition: form-data; name="file"; filename="a.txt"\r\n'
+        "Content-Type: text/plain\r\n\r\n"
+    ).encode()
+    second = f'\r\n--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="b"\r\n'
+
+    async def body() -> AsyncIterator[bytes]:
+        yield head + content + second.encode()
+        b = await upload(
+            api,
+            event_b["id"],
+            [("file", ("b.txt", content, "text/plain"))],
+            headers=api.b.headers("editor"),
+        )
+        assert b.status_code == 201, b.text
+        yield b"\r\n\r\ntruncated"  # no closing boundary: 400
+
+    r = await api.client.post(
+        f"/v3/action/event/{event_a['id']}/upload",
+        content=body(),
+        headers={
+            **api.a.headers("editor"),
+            "Content-Type": f"multipart/form-data; boundary={boundary}",
+        },
+    )
+    assert r.status_code == 400, r.text
+    assert any(p.name == sha for p in blob_files(api.runtime)), "B's blob was deleted"
+    got = await api.client.get(f"/v3/action/blob/{sha}", headers=api.b.headers())
+    assert got.status_code == 200 and got.content == content
+
+
+@pytest.mark.parametrize("backend", ["mariadb", "postgresql"])  # SQLite has no pool to drain
+async def test_blobs_stay_when_the_reference_check_cannot_answer(
+    api: Api, database_url: str, tmp_path: Path
+) -> None:
+    """A failed upload deletes a blob it created only once the database has said that no row
+    names it. A pool that times out is no answer: B's committed row must keep its blob."""
+    event_b = await make_event(api, tenant="b")
+    content = b"referenced by tenant B\n" * 30
+    b = await upload(
+        api,
+        event_b["id"],
+        [("file", ("b.txt", content, "text/plain"))],
+        headers=api.b.headers("editor"),
+    )
+    assert b.status_code == 201, b.text
+    referenced = hashlib.sha256(content).hexdigest()
+    orphan = (await api.runtime.blobs.put(chunks(b"nobody names these bytes"))).sha256
+
+    settings = make_settings(database_url, tmp_path, db_pool_size=1, db_pool_timeout=0.3)
+    small = build_runtime(settings)
+    try:
+        async with small.engine.connect() as c1, small.engine.connect() as c2:
+            await c1.execute(sa.text("SELECT 1"))
+            await c2.execute(sa.text("SELECT 1"))  # both pooled connections are now busy
+            await upload_module.discard_unreferenced(small, [referenced, orphan])
+        assert await small.blobs.exists(referenced), "deleted while the check had no answer"
+        assert await small.blobs.exists(orphan), "deleted while the check had no answer"
+        await upload_module.discard_unreferenced(small, [referenced, orphan])
+        assert await small.blobs.exists(referenced)
+        assert not await small.blobs.exists(orphan)
+    finally:
+        await small.close()

@@ -62,16 +62,43 @@ def test_config_with_a_versions_dir_keeps_the_packaged_history(tmp_path: Path) -
     assert locations == [str(migrate.VERSIONS_DIR), str(tmp_path.resolve())]
 
 
-def test_head_revision_is_the_single_packaged_revision() -> None:
-    files = revision_files()
-    assert len(files) == 1 and files[0].name.endswith("_initial.py")
-    assert migrate.head_revision(Settings()) == files[0].name.split("_", 1)[0]
+def revision_ids() -> dict[str, str | None]:
+    """Each packaged revision's id and the one it revises, read from its source."""
+    found: dict[str, str | None] = {}
+    for path in revision_files():
+        values: dict[str, object] = {}
+        for node in ast.parse(path.read_text(encoding="utf-8")).body:
+            if (
+                isinstance(node, ast.AnnAssign)
+                and isinstance(node.target, ast.Name)
+                and isinstance(node.value, ast.Constant)
+            ):
+                values[node.target.id] = node.value.value
+        assert isinstance(values["revision"], str), path
+        assert path.name.startswith(values["revision"] + "_"), path
+        down = values.get("down_revision")
+        found[values["revision"]] = down if isinstance(down, str) else None
+    return found
 
 
-def test_initial_revision_creates_every_table_for_utf8mb4() -> None:
-    tree = ast.parse(revision_files()[0].read_text(encoding="utf-8"))
+def test_head_revision_ends_the_single_line_of_packaged_revisions() -> None:
+    ids = revision_ids()
+    roots = [rev for rev, down in ids.items() if down is None]
+    assert len(roots) == 1, ids
+    assert any(p.name == f"{roots[0]}_initial.py" for p in revision_files())
+    line = [roots[0]]
+    children = {down: rev for rev, down in ids.items() if down is not None}
+    assert len(children) == len(ids) - 1, "two revisions revise the same one"
+    while line[-1] in children:
+        line.append(children[line[-1]])
+    assert len(line) == len(ids), ids
+    assert migrate.head_revision(Settings()) == line[-1]
+
+
+def test_revisions_create_every_table_for_utf8mb4() -> None:
     created: dict[str, set[str]] = {}
-    for node in ast.walk(tree):
+    trees = [ast.parse(p.read_text(encoding="utf-8")) for p in revision_files()]
+    for node in (node for tree in trees for node in ast.walk(tree)):
         if (
             isinstance(node, ast.Call)
             and isinstance(node.func, ast.Attribute)

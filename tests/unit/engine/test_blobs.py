@@ -15,7 +15,7 @@ from starlette.requests import ClientDisconnect
 
 from engine import blobs
 from engine.blob_gc import collect_garbage
-from engine.blobs import FileSystemBlobStore, is_sha256
+from engine.blobs import FileSystemBlobStore, _writer, is_sha256
 from engine.errors import InsufficientStorageError, NotFoundError, PayloadTooLargeError
 
 
@@ -29,7 +29,7 @@ def files_under(root: Path) -> list[Path]:
 
 
 def temp_files(root: Path) -> list[Path]:
-    return files_under(root / blobs.TEMP_DIR) if (root / blobs.TEMP_DIR).exists() else []
+    return files_under(root / _writer.TEMP_DIR) if (root / _writer.TEMP_DIR).exists() else []
 
 
 async def read_all(store: FileSystemBlobStore, sha: str, start: int = 0, end: int | None = None):
@@ -131,7 +131,7 @@ async def test_disk_full_is_507_and_removes_the_temp_file(
     def no_space(self: object, chunk: bytes) -> None:
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(blobs._FileWriter, "_write_sync", no_space)
+    monkeypatch.setattr(_writer.TempFileWriter, "_write_sync", no_space)
     with pytest.raises(InsufficientStorageError) as info:
         await store.put(chunks_of(b"z" * (blobs.CHUNK_SIZE * 2)))
     assert info.value.status == 507
@@ -146,7 +146,7 @@ async def test_failed_commit_removes_temp(
     def broken_link(src: object, dst: object) -> None:
         raise OSError(errno.EIO, "I/O error")
 
-    monkeypatch.setattr(blobs.os, "link", broken_link)
+    monkeypatch.setattr(_writer.os, "link", broken_link)
     with pytest.raises(OSError):
         await store.put(chunks_of(b"data"))
     assert files_under(store.root) == []
@@ -253,3 +253,26 @@ async def test_gc_on_empty_store(store: FileSystemBlobStore) -> None:
 async def test_remove_temp_file_refuses_paths(store: FileSystemBlobStore) -> None:
     assert not await store.remove_temp_file("../x")
     assert not await store.remove_temp_file("..")
+
+
+async def test_store_id_is_claimed_once_and_is_not_a_blob(store: FileSystemBlobStore) -> None:
+    assert await store.read_store_id() is None
+    assert await store.claim_store_id("first") == "first"
+    assert await store.claim_store_id("second") == "first"  # the first claim stays
+    assert await store.read_store_id() == "first"
+    assert [p.name for p in files_under(store.root)] == [".store-id"]  # no temp file left
+    assert [b async for b in store.iter_blobs()] == []
+    report = await collect_garbage(store, set(), grace_seconds=0, dry_run=False)
+    assert report.removed_blobs == [] and report.removed_temp_files == []
+    assert await store.read_store_id() == "first"
+
+
+async def test_racing_store_id_claims_agree(store: FileSystemBlobStore) -> None:
+    won = await asyncio.gather(*(store.claim_store_id(f"id{i}") for i in range(8)))
+    assert len(set(won)) == 1 and await store.read_store_id() == won[0]
+
+
+@pytest.mark.parametrize("bad", ["", "a/b", "../x", "id\n"])
+async def test_a_store_id_is_letters_and_digits(store: FileSystemBlobStore, bad: str) -> None:
+    with pytest.raises(ValueError):
+        await store.claim_store_id(bad)

@@ -22,7 +22,7 @@ from engine.actions.upload import Role
 from engine.blob_response import blob_response
 from engine.blobs import is_sha256
 from engine.errors import ForbiddenError, NotFoundError, ValidationError
-from engine.repository import transaction
+from engine.repository import read
 from engine.runtime import Runtime
 
 ROLES: tuple[str, ...] = get_args(Role)
@@ -72,8 +72,7 @@ class GetBlob:
             raise NotFoundError("No file with this hash")
         rt = ctx.runtime
         stmt = _file_select(rt, account_id).where(rt.tables["file"].c.sha256 == sha256)
-        async with transaction(rt.engine) as conn:
-            row = await _one(conn, stmt)
+        row = await read(rt.reader, lambda conn: _one(conn, stmt))
         if row is None:
             raise NotFoundError("No file with this hash")
         return _send(request, rt, row, named=False)
@@ -161,6 +160,8 @@ class Download:
         if role is not None and role not in ROLES:
             raise ValidationError.single("role", f"must be one of {', '.join(ROLES)}")
         rt = ctx.runtime
-        async with transaction(rt.engine) as conn:
-            row = await resolve_download(conn, rt, account_id, str(request.path_params["id"]), role)
+        public_id = str(request.path_params["id"])
+        row = await read(
+            rt.reader, lambda conn: resolve_download(conn, rt, account_id, public_id, role)
+        )
         return _send(request, rt, row, named=True)

@@ -28,7 +28,7 @@ from engine.errors import ForbiddenError, NotFoundError, ValidationError
 from engine.filenames import sanitize_filename
 from engine.idempotency import HashOnlySink, Idempotency, upload_fingerprint
 from engine.plans import PK_LABEL
-from engine.repository import fetch_all, transaction
+from engine.repository import fetch_all, read, transaction
 from engine.responses import json_response, public_row
 from engine.runtime import Runtime
 from engine.uploads import UploadedFile, UploadResult, discard_new_blobs, receive_upload
@@ -75,8 +75,10 @@ async def find_event(rt: Runtime, account_id: int, event_id: str) -> int:
     stmt = sa.select(events.c.id).where(
         events.c.id_random == event_id, events.c.account_id == account_id
     )
-    async with transaction(rt.engine) as conn:
-        pk = (await conn.execute(stmt)).scalar()
+    async def work(conn: AsyncConnection) -> Any:
+        return (await conn.execute(stmt)).scalar()
+
+    pk = await read(rt.reader, work)
     if pk is None:
         raise NotFoundError(f"No event {event_id!r}")
     return int(pk)

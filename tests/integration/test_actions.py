@@ -25,6 +25,7 @@ from engine.errors import NotFoundError
 from engine.runtime import Runtime, build_runtime
 from tests.integration.conftest import Api, make_settings
 from tests.integration.test_auth_http import sign
+from tests.statements import count_statements
 
 EVENT = {"name": "Spring Gala", "starts_at": "2027-03-14T09:00:00+01:00", "code": "GALA-1"}
 PDF = b"%PDF-1.4\n" + b"slides " * 300
@@ -66,18 +67,9 @@ async def counts(rt: Runtime) -> tuple[int, int]:
 
 @contextmanager
 def engine_statements(rt: Runtime) -> Iterator[list[str]]:
-    """Every SQL statement the runtime's engine sends while the block runs."""
-    seen: list[str] = []
-
-    def record(*args: Any) -> None:
-        seen.append(str(args[2]))
-
-    engine = rt.engine.sync_engine
-    sa.event.listen(engine, "before_cursor_execute", record)
-    try:
+    """Every SQL statement the runtime's engines send while the block runs."""
+    with count_statements(rt) as seen:
         yield seen
-    finally:
-        sa.event.remove(engine, "before_cursor_execute", record)
 
 
 async def account_pk_of(rt: Runtime, public_id: str) -> int:
@@ -454,7 +446,7 @@ async def test_download_resolves_any_public_id_in_one_statement(api: Api) -> Non
     for public_id, role, expected in cases:
         for account in (account_pk, other_pk):
             with engine_statements(rt) as seen:
-                async with rt.engine.connect() as conn:
+                async with rt.reader.connect() as conn:
                     try:
                         row = await download_module.resolve_download(
                             conn, rt, account, public_id, role

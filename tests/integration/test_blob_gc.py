@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
+from engine import migrate
 from engine.blob_binding import SETTING_NAME, BlobStoreMismatchError, bind_blob_store
 from engine.blobs import FileSystemBlobStore
 from engine.cli import main
@@ -26,12 +27,8 @@ from tests.integration.test_actions import PDF, chunks, make_event, upload
 
 
 async def create_schema(url: str) -> None:
-    engine = create_engine(Settings(database_url=url))
-    try:
-        async with engine.begin() as conn:
-            await conn.run_sync(Base.metadata.create_all)
-    finally:
-        await engine.dispose()
+    """A second database at the latest migration, as `aether migrate` leaves it."""
+    await migrate.upgrade(Settings(env="test", database_url=url))
 
 
 async def recorded_store_id(url: str) -> str | None:

@@ -17,8 +17,7 @@ from typing import Any
 import msgspec
 
 from engine.settings import Settings, SettingsError, load_settings
-
-ROLES = ("viewer", "editor", "admin", "owner")
+from registry.descriptors import TENANT_ROLES
 
 
 class CommandError(Exception):
@@ -280,13 +279,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("create-api-key", help="make an API key")
     p.add_argument("--account")
     p.add_argument("--name", required=True)
-    p.add_argument("--role", choices=ROLES)
+    p.add_argument("--role", choices=TENANT_ROLES)
     p.add_argument("--system", action="store_true")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_create_api_key)
     p = sub.add_parser("token", help="print a signed JWT (development and tests)")
     p.add_argument("--account", required=True)
-    p.add_argument("--role", required=True, choices=ROLES)
+    p.add_argument("--role", required=True, choices=TENANT_ROLES)
     p.add_argument("--ttl", type=int)
     p.set_defaults(func=cmd_token)
     sub.add_parser("openapi", help="print the OpenAPI document").set_defaults(func=cmd_openapi)

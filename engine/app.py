@@ -15,7 +15,7 @@ from starlette.routing import BaseRoute, Route
 from engine.actions.base import Action, action_routes
 from engine.crud import crud_endpoint
 from engine.errors import AetherError
-from engine.health import healthz, readyz
+from engine.health import healthz, readyz, warn_if_not_migrated
 from engine.logging import RequestLogMiddleware
 from engine.problems import handle_aether_error, handle_http_exception
 from engine.runtime import Runtime, build_runtime
@@ -43,6 +43,7 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await warn_if_not_migrated(rt)
         try:
             yield
         finally:

@@ -136,5 +136,9 @@ class ServiceUnavailableError(AetherError):
         super().__init__(detail, headers={"Retry-After": str(retry_after)})
 
 
+#: What a request, `/readyz` and the start-up log say when the schema lags the models.
+NOT_MIGRATED = "The database is not migrated to this version: run `aether migrate`"
+
+
 class InsufficientStorageError(AetherError):
     status, slug, title = 507, "insufficient-storage", "Insufficient storage"

@@ -20,6 +20,9 @@ AetherError (500)
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from itertools import islice
+
+from registry.hints import MAX_ERRORS
 
 PROBLEM_BASE = "https://aether.dev/problems/"
 
@@ -101,6 +104,8 @@ class RangeNotSatisfiableError(AetherError):
 
 
 class ValidationError(AetherError):
+    """A 422 listing at most `MAX_ERRORS` problems, whoever collected them."""
+
     status, slug, title = 422, "validation-error", "Validation failed"
 
     def __init__(
@@ -108,7 +113,7 @@ class ValidationError(AetherError):
         errors: Iterable[Mapping[str, str]],
         detail: str | None = None,
     ) -> None:
-        errors = list(errors)
+        errors = list(islice(errors, MAX_ERRORS))
         if detail is None:
             detail = "; ".join(f"{e['path']}: {e['message']}" for e in errors[:5]) or None
         super().__init__(detail, errors=errors)

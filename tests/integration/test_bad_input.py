@@ -421,3 +421,11 @@ async def test_filters_past_what_a_driver_binds_are_422(api: Api) -> None:
     ok = {"filter": {"_and": [{"name": {"_in": values}} for _ in range(10)]}}
     r = await search(api, ok)
     assert r.status_code == 200, r.text
+
+
+@HTTP_ONLY
+async def test_thousands_of_unknown_query_parameters_get_fifty_errors(api: Api) -> None:
+    query = "&".join(f"p{i}=1" for i in range(5_000))
+    r = await api.client.get(f"/v3/crud/event?{query}", headers=api.a.headers())
+    assert r.status_code == 422, r.text
+    assert len(r.json()["errors"]) == 50

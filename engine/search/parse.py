@@ -42,10 +42,11 @@ from engine.search.options import (
     parse_sort,
     sort_of,
 )
-from engine.search.values import MAX_TEXT_LENGTH, check_text, parse_scalar
+from engine.search.values import check_text, parse_scalar
 from registry.descriptors import FieldInfo, ObjectType, Registry
 from registry.hints import did_you_mean
 from registry.operators import ALL_OPERATORS, operators_for
+from registry.searchschema import MAX_IN_VALUES, MAX_NAMES, MAX_TEXT_LENGTH
 
 __all__ = [
     "MAX_CONDITIONS",
@@ -54,6 +55,7 @@ __all__ = [
     "MAX_FILTER_VALUES",
     "MAX_INCLUDE_DEPTH",
     "MAX_IN_VALUES",
+    "MAX_NAMES",
     "MAX_TEXT_LENGTH",
     "default_sort",
     "parse_fields",
@@ -65,7 +67,6 @@ __all__ = [
 
 MAX_DEPTH = 8
 MAX_CONDITIONS = 200
-MAX_IN_VALUES = 1000
 #: Values one filter binds in all (PostgreSQL's driver takes at most 32,767 per statement).
 MAX_FILTER_VALUES = 10_000
 #: Filter objects plus keys in one filter: bounds the work of checking it, whatever it holds.

@@ -13,10 +13,9 @@ import re
 from typing import Any
 
 from registry.descriptors import FieldInfo, is_public_id
+from registry.searchschema import MAX_TEXT_LENGTH
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
-#: Characters in one text value of a filter (SQLite refuses LIKE patterns past 50,000 bytes).
-MAX_TEXT_LENGTH = 1000
 
 
 # RFC 3339 date-time: an offset is required (naive input is refused, SPEC 2).

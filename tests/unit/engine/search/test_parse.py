@@ -28,13 +28,13 @@ from engine.search import (
     parse_sort,
     render_filter,
 )
-from engine.search.options import MAX_NAMES
 from engine.search.parse import (
     MAX_CONDITIONS,
     MAX_DEPTH,
     MAX_FILTER_SIZE,
     MAX_FILTER_VALUES,
     MAX_IN_VALUES,
+    MAX_NAMES,
     MAX_TEXT_LENGTH,
 )
 from models.base import Base

@@ -16,7 +16,7 @@ from engine.actions.base import Action, action_routes
 from engine.blob_binding import bind_runtime_store
 from engine.crud import crud_endpoint
 from engine.errors import AetherError
-from engine.health import healthz, readyz
+from engine.health import healthz, readyz, warn_if_not_migrated
 from engine.logging import RequestLogMiddleware
 from engine.problems import handle_aether_error, handle_http_exception
 from engine.runtime import Runtime, build_runtime
@@ -46,6 +46,7 @@ def create_app(
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await rt.start()
         await bind_runtime_store(rt)
+        await warn_if_not_migrated(rt)
         try:
             yield
         finally:

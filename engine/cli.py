@@ -19,8 +19,8 @@ from typing import Any
 import msgspec
 
 from engine.settings import Settings, SettingsError, load_settings
+from registry.descriptors import TENANT_ROLES
 
-ROLES = ("viewer", "editor", "admin", "owner")
 MAX_TOKEN_TTL = 366 * 24 * 3600  # a development token lives a year at most
 MIGRATE_HINT = "run `aether migrate` first"
 
@@ -363,13 +363,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("create-api-key", help="make an API key")
     p.add_argument("--account")
     p.add_argument("--name", required=True)
-    p.add_argument("--role", choices=ROLES)
+    p.add_argument("--role", choices=TENANT_ROLES)
     p.add_argument("--system", action="store_true")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_create_api_key)
     p = sub.add_parser("token", help="print a signed JWT (development and tests)")
     p.add_argument("--account", required=True)
-    p.add_argument("--role", required=True, choices=ROLES)
+    p.add_argument("--role", required=True, choices=TENANT_ROLES)
     p.add_argument("--ttl", type=int)
     p.set_defaults(func=cmd_token)
     p = sub.add_parser("openapi", help="print the OpenAPI document")

@@ -20,6 +20,9 @@ AetherError (500)
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from itertools import islice
+
+from registry.hints import MAX_ERRORS
 
 PROBLEM_BASE = "https://aether.dev/problems/"
 
@@ -101,6 +104,8 @@ class RangeNotSatisfiableError(AetherError):
 
 
 class ValidationError(AetherError):
+    """A 422 listing at most `MAX_ERRORS` problems, whoever collected them."""
+
     status, slug, title = 422, "validation-error", "Validation failed"
 
     def __init__(
@@ -108,7 +113,7 @@ class ValidationError(AetherError):
         errors: Iterable[Mapping[str, str]],
         detail: str | None = None,
     ) -> None:
-        errors = list(errors)
+        errors = list(islice(errors, MAX_ERRORS))
         if detail is None:
             detail = "; ".join(f"{e['path']}: {e['message']}" for e in errors[:5]) or None
         super().__init__(detail, errors=errors)
@@ -134,6 +139,10 @@ class ServiceUnavailableError(AetherError):
 
     def __init__(self, detail: str | None = None, retry_after: int = 5) -> None:
         super().__init__(detail, headers={"Retry-After": str(retry_after)})
+
+
+#: What a request, `/readyz` and the start-up log say when the schema lags the models.
+NOT_MIGRATED = "The database is not migrated to this version: run `aether migrate`"
 
 
 class InsufficientStorageError(AetherError):

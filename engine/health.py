@@ -8,12 +8,26 @@ import logging
 from starlette.requests import Request
 from starlette.responses import Response
 
-from engine.migrate import is_at_head
+from engine.errors import NOT_MIGRATED
+from engine.migrate import is_migrated
 from engine.responses import json_response
-from engine.runtime import get_runtime
+from engine.runtime import Runtime, get_runtime
 
 logger = logging.getLogger(__name__)
 READY_TIMEOUT_SECONDS = 3.0
+
+
+async def warn_if_not_migrated(rt: Runtime) -> None:
+    """Say at start-up when the database lags the models (requests would answer 503)."""
+    try:
+        migrated = await asyncio.wait_for(
+            is_migrated(rt.engine, rt.settings, rt.tables.values()), READY_TIMEOUT_SECONDS
+        )
+    except Exception as exc:  # the database may come up later; /readyz tells
+        logger.warning("start-up: database check failed: %s", type(exc).__name__)
+        return
+    if not migrated:
+        logger.warning("start-up: %s", NOT_MIGRATED)
 
 
 async def healthz(request: Request) -> Response:
@@ -25,9 +39,11 @@ async def readyz(request: Request) -> Response:
     checks: dict[str, str] = {}
     ready = True
     try:
-        at_head = await asyncio.wait_for(is_at_head(rt.reader, rt.settings), READY_TIMEOUT_SECONDS)
-        checks["database"] = "ok" if at_head else "not migrated: run `aether migrate`"
-        ready = at_head
+        migrated = await asyncio.wait_for(
+            is_migrated(rt.reader, rt.settings, rt.tables.values()), READY_TIMEOUT_SECONDS
+        )
+        checks["database"] = "ok" if migrated else NOT_MIGRATED
+        ready = migrated
     except Exception as exc:  # any failure means "not ready", never a 500
         logger.warning("readiness: database check failed: %s", type(exc).__name__)
         checks["database"] = "unreachable"

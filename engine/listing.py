@@ -207,11 +207,13 @@ async def attach_includes(
     pks: list[int],
     tree: IncludeTree,
     account_id: int | None,
+    prefix: str = "",
 ) -> None:
     """Fetch each included relation for all `items` at once and attach it to each item.
 
     Children come as arrays under the child type's name, to-one relations as an object (or
-    null) under the relation's name; nested levels recurse on the fetched rows.
+    null) under the relation's name; nested levels recurse on the fetched rows. A level
+    with more than `MAX_INCLUDE_ROWS` children is refused (422), never cut silently.
     """
     if not items:
         return
@@ -220,8 +222,14 @@ async def attach_includes(
         plan = rt.plans[target.name]
         if rel.kind == "child":
             stmt = plan.scoped(plan.select(), account_id).where(plan.table.c[rel.field].in_(pks))
-            stmt = stmt.order_by(*_default_order(plan, rt)).limit(MAX_INCLUDE_ROWS)
+            stmt = stmt.order_by(*_default_order(plan, rt)).limit(MAX_INCLUDE_ROWS + 1)
             rows = await fetch_all(conn, stmt)
+            if len(rows) > MAX_INCLUDE_ROWS:
+                raise ValidationError.single(
+                    "include",
+                    f"{prefix}{name} has more than {MAX_INCLUDE_ROWS} rows for this page: "
+                    "ask for fewer items (a smaller limit) or a narrower filter",
+                )
             children = [public_row(r) for r in rows]
             grouped: dict[str, list[dict[str, Any]]] = {}
             for child in children:
@@ -242,7 +250,14 @@ async def attach_includes(
                 item[name] = by_id.get(item.get(rel.field) or "")
         if subtree and rows:
             await attach_includes(
-                conn, rt, target, children, [int(r[PK_LABEL]) for r in rows], subtree, account_id
+                conn,
+                rt,
+                target,
+                children,
+                [int(r[PK_LABEL]) for r in rows],
+                subtree,
+                account_id,
+                f"{prefix}{name}.",
             )
 
 

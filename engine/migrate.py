@@ -3,7 +3,7 @@
 The environment and revisions live in the `migrations` package, so they ship with the
 install and no `alembic.ini` in the working directory is read. Alembic's logging config is
 never installed and its console output is silenced: commands print only their result.
-`is_at_head` is what `/readyz` asks, so it costs one query and no file-system scan.
+`is_migrated` is what `/readyz` asks: two queries and no file-system scan.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import logging
 import os
 import sys
 from argparse import Namespace
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
@@ -33,6 +33,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 import migrations
 from engine.db import CONNECT_TIMEOUT_SECONDS, create_engine, dialect_name
+from engine.driver_errors import meaning
 from engine.settings import Settings
 from models.base import Base, UTCDateTime
 from registry.introspect import load_models
@@ -170,13 +171,7 @@ def head_revision(settings: Settings) -> str:
 
 
 def _is_missing_table(exc: sa.exc.DBAPIError) -> bool:
-    orig = exc.orig
-    if getattr(orig, "sqlstate", None) == "42P01" or getattr(orig, "pgcode", None) == "42P01":
-        return True  # PostgreSQL: undefined_table
-    args = getattr(orig, "args", ())
-    if args and args[0] == 1146:  # MariaDB: ER_NO_SUCH_TABLE
-        return True
-    return "no such table" in str(orig)  # SQLite
+    return meaning(exc) == "not_migrated"
 
 
 async def _stored_revisions(engine: AsyncEngine) -> tuple[str, ...] | None:
@@ -202,6 +197,33 @@ async def is_at_head(engine: AsyncEngine, settings: Settings) -> bool:
     """True when the database is at the latest revision. One query; `/readyz` asks this."""
     revisions = await _stored_revisions(engine)
     return bool(revisions) and revisions == _packaged_heads()
+
+
+async def has_model_schema(engine: AsyncEngine, tables: Iterable[sa.Table]) -> bool:
+    """True when the database has every table and column of `tables`.
+
+    One query that names them all and matches no row, so a model added without its
+    migration (or a table dropped by hand) is found even when the revision is the latest.
+    """
+    probes = [
+        sa.select(sa.literal(1)).select_from(sa.select(*t.c).where(sa.false()).subquery())
+        for t in tables
+    ]
+    if not probes:
+        return True
+    async with engine.connect() as conn:
+        try:
+            await conn.execute(sa.union_all(*probes))
+        except sa.exc.DBAPIError as exc:
+            if meaning(exc) == "not_migrated":
+                return False
+            raise
+    return True
+
+
+async def is_migrated(engine: AsyncEngine, settings: Settings, tables: Iterable[sa.Table]) -> bool:
+    """At the latest revision and holding every table and column the models have."""
+    return await is_at_head(engine, settings) and await has_model_schema(engine, tables)
 
 
 # -- commands -------------------------------------------------------------------------------

@@ -7,15 +7,13 @@ Whether the ids exist (and belong to the caller) is the resolver's job.
 
 from __future__ import annotations
 
-import re
 from typing import Literal
 
 import msgspec
 
 from engine.errors import NotFoundError
-from registry.descriptors import ObjectType, Registry
+from registry.descriptors import ObjectType, Registry, is_public_id
 
-PUBLIC_ID_RE = re.compile(r"^[A-Za-z0-9_-]{22}$")
 Target = Literal["collection", "item", "search", "schema", "index"]
 
 
@@ -35,10 +33,6 @@ class CrudPath(msgspec.Struct, frozen=True):
     @property
     def parent(self) -> Step | None:
         return self.ancestors[-1] if self.ancestors else None
-
-
-def is_public_id(value: str) -> bool:
-    return bool(PUBLIC_ID_RE.match(value))
 
 
 def parse_crud_path(segments: list[str], registry: Registry) -> CrudPath:

@@ -103,23 +103,20 @@ async def translate_errors(obj: ObjectType | None = None) -> AsyncIterator[None]
         if code in _FK_CODES:
             raise ConflictError("The change would break a reference between objects") from exc
         raise ValidationError.single("", "the values break a database constraint") from exc
-    except sa_exc.ProgrammingError as exc:
-        if _code(exc) in _MISSING_TABLE_CODES:
-            logger.warning("database schema missing: run `aether migrate`")
-            raise ServiceUnavailableError(
-                "The database is not migrated yet; retry shortly"
-            ) from exc
+    except (sa_exc.DBAPIError, sa_exc.TimeoutError, OSError) as exc:
+        # Only "cannot answer now" and "schema behind the models" are 503s; anything else
+        # is a bug: re-raised, logged with its traceback and answered with a bare 500.
+        from engine.driver_errors import meaning
+        from engine.errors import NOT_MIGRATED
+
+        found = meaning(exc)
+        if found == "not_migrated":
+            logger.warning("database schema behind the models: run `aether migrate`")
+            raise ServiceUnavailableError(NOT_MIGRATED) from exc
+        if found == "unavailable":
+            logger.warning("database unavailable: %s", type(exc).__name__)
+            raise ServiceUnavailableError("The database is not answering; retry shortly") from exc
         raise
-    except (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.TimeoutError) as exc:
-        logger.warning("database unavailable: %s", type(exc).__name__)
-        raise ServiceUnavailableError("The database is not answering; retry shortly") from exc
-    except sa_exc.DBAPIError as exc:
-        if exc.connection_invalidated:
-            raise ServiceUnavailableError("The database connection was lost; retry") from exc
-        raise
-    except OSError as exc:
-        logger.warning("database unreachable: %s", exc)
-        raise ServiceUnavailableError("The database is not reachable; retry shortly") from exc
 
 
 @asynccontextmanager

@@ -18,8 +18,8 @@ from models.base import (
     UTCDateTime,
 )
 from models.security import hash_password
+from registry.descriptors import TENANT_ROLES
 
-ROLES = ("viewer", "editor", "admin", "owner")
 SLUG_PATTERN = r"^[a-z0-9][a-z0-9-]{1,62}$"
 
 
@@ -75,7 +75,7 @@ class User(PublicIdMixin, TenantMixin, TimestampMixin, Base):
         String(16),
         nullable=False,
         default="viewer",
-        info={"enum": list(ROLES), "default": "viewer"},
+        info={"enum": list(TENANT_ROLES), "default": "viewer"},
     )
     password_hash: Mapped[str | None] = mapped_column(
         String(255),
@@ -125,7 +125,7 @@ class ApiKey(PublicIdMixin, TenantMixin, TimestampMixin, Base):
         String(16),
         nullable=False,
         default="viewer",
-        info={"enum": list(ROLES), "default": "viewer", "write_once": True},
+        info={"enum": list(TENANT_ROLES), "default": "viewer", "write_once": True},
     )
     prefix: Mapped[str] = mapped_column(
         String(16), nullable=False, unique=True, info={"read_only": True}

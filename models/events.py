@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal, get_args
 
 from sqlalchemy import (
     JSON,
@@ -188,7 +188,8 @@ class EventBadgeTemplate(PublicIdMixin, TenantMixin, TimestampMixin, Base):
     )
 
 
-EVENT_FILE_ROLES = ["attachment", "logo", "banner", "slides", "photo"]
+EventFileRole = Literal["attachment", "logo", "banner", "slides", "photo"]
+EVENT_FILE_ROLES = list(get_args(EventFileRole))
 
 
 class EventFile(PublicIdMixin, TenantMixin, TimestampMixin, Base):

@@ -7,8 +7,9 @@ reads these records and never reaches back into the models.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import msgspec
 
@@ -30,8 +31,16 @@ FieldKind = Literal[
 
 RelationKind = Literal["parent", "reference", "child"]
 
+#: The roles a user or API key holds inside an account.
+TenantRole = Literal["viewer", "editor", "admin", "owner"]
+#: The tenant roles, lowest first.
+TENANT_ROLES: tuple[str, ...] = get_args(TenantRole)
 #: Roles lowest first; `system` acts across accounts and sits above every tenant role.
-ROLE_ORDER: tuple[str, ...] = ("viewer", "editor", "admin", "owner", "system")
+ROLE_ORDER: tuple[str, ...] = (*TENANT_ROLES, "system")
+
+#: A public id: 22 URL-safe base64 characters (ECMA-262, as the JSON Schema says it).
+PUBLIC_ID_PATTERN = "^[A-Za-z0-9_-]{22}$"
+_PUBLIC_ID_RE = re.compile(PUBLIC_ID_PATTERN.removeprefix("^").removesuffix("$"))
 
 #: Path segments that can never be type names.
 RESERVED_NAMES = frozenset({"schema", "search"})
@@ -189,3 +198,8 @@ def role_at_least(role: str, minimum: str) -> bool:
         return ROLE_ORDER.index(role) >= ROLE_ORDER.index(minimum)
     except ValueError:
         return False
+
+
+def is_public_id(value: str) -> bool:
+    """Whether `value` is a well-formed public id (`PUBLIC_ID_PATTERN`)."""
+    return _PUBLIC_ID_RE.fullmatch(value) is not None

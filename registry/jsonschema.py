@@ -13,12 +13,11 @@ from typing import Any, Literal
 
 import msgspec
 
-from registry.descriptors import FieldInfo, ObjectType, Registry
+from registry.descriptors import PUBLIC_ID_PATTERN, FieldInfo, ObjectType, Registry
 from registry.operators import operators_for
 
 DIALECT = "https://json-schema.org/draft/2020-12/schema"
 CRUD_PREFIX = "/v3/crud"
-ID_PATTERN = "^[A-Za-z0-9_-]{22}$"
 DECIMAL_PATTERN = r"^-?[0-9]+(\.[0-9]+)?$"
 
 #: Formats defined by draft 2020-12. Anything else (`iana-timezone`) is emitted as
@@ -158,7 +157,7 @@ def _value_schema(field: FieldInfo, defs: Schema) -> Schema:
     kind = field.kind
     schema: Schema
     if kind in ("id", "reference"):
-        schema = {"type": "string", "pattern": ID_PATTERN}
+        schema = {"type": "string", "pattern": PUBLIC_ID_PATTERN}
     elif kind == "enum":
         schema = {"type": "string", "enum": list(field.enum or ())}
     elif kind in ("integer", "number", "boolean"):

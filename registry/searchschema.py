@@ -15,6 +15,10 @@ __all__ = ["filter_schema", "search_schema"]
 
 #: Most values an `_in`/`_nin` list may hold (SPEC 6 limits).
 MAX_IN_VALUES = 1000
+#: Most characters of one text value in a filter (SQLite refuses LIKE patterns past 50 KB).
+MAX_TEXT_LENGTH = 1000
+#: Most entries in one `sort`, `fields` or `include` list: more can only be repeats.
+MAX_NAMES = 100
 INCLUDE_PATTERN = "^[a-z_][a-z0-9_]*(\\.[a-z_][a-z0-9_]*)*$"
 _TEXT_OPERATORS = frozenset(
     {"_like", "_ilike", "_contains", "_icontains", "_startswith", "_endswith"}
@@ -27,6 +31,8 @@ def _filter_value(field: FieldInfo) -> Schema | None:
         return None
     if field.kind in ("id", "reference"):
         return {"type": "string"}
+    if field.kind == "string":
+        return {"type": "string", "maxLength": MAX_TEXT_LENGTH}
     value = _value_schema(field, {})
     # Comparisons need the type; only enums and decimals also constrain the value's text.
     keep = {"type", "format", "enum", "pattern"} if field.kind in ("decimal", "enum") else None
@@ -38,7 +44,7 @@ def _operator_value(op: str, value: Schema) -> Schema:
     if op == "_is_null":
         return {"type": "boolean"}
     if op in _TEXT_OPERATORS:
-        return {"type": "string"}
+        return {"type": "string", "maxLength": MAX_TEXT_LENGTH}
     if op in ("_in", "_nin"):
         return {"type": "array", "items": value, "maxItems": MAX_IN_VALUES}
     if op == "_between":
@@ -106,10 +112,15 @@ def search_schema(
         "type": "object",
         "properties": {
             "filter": {"$ref": ref.format(type=obj.name)},
-            "sort": {"type": "array", "items": sort_item},
-            "fields": {"type": "array", "items": {"type": "string", "enum": readable}},
+            "sort": {"type": "array", "items": sort_item, "maxItems": MAX_NAMES},
+            "fields": {
+                "type": "array",
+                "items": {"type": "string", "enum": readable},
+                "maxItems": MAX_NAMES,
+            },
             "include": {
                 "type": "array",
+                "maxItems": MAX_NAMES,
                 "items": {"type": "string", "pattern": INCLUDE_PATTERN},
                 "description": "Relations to embed, dotted for depth; here: "
                 + (", ".join(includes) or "none"),

@@ -20,9 +20,9 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
-from registry.descriptors import FieldInfo, ObjectType
+from registry.descriptors import PUBLIC_ID_PATTERN, FieldInfo, ObjectType
+from registry.hints import MAX_ERRORS, did_you_mean
 
-PUBLIC_ID_PATTERN = r"^[A-Za-z0-9_-]{22}$"
 EMAIL_PATTERN = r"^[^@\s\x00-\x1f]{1,64}@[^@\s\x00-\x1f]+\.[^@\s\x00-\x1f]+$"
 _INT64 = (-(2**63), 2**63 - 1)
 #: RFC 3339 date-time as JSON text, offset required (what JSON Schema's date-time means).
@@ -231,7 +231,7 @@ class WriteDecoder:
         self.fields = {f.name: f for f in obj.fields}
         self.types = {f.name: field_type(f) for f in obj.fields if not f.read_only}
         self._decoders = {name: msgspec.json.Decoder(type_) for name, type_ in self.types.items()}
-        self._known = sorted(self.fields)
+        self._writable = sorted(f.name for f in obj.fields if not f.read_only)
 
     def decode_object(self, body: bytes) -> dict[str, msgspec.Raw]:
         try:
@@ -247,10 +247,12 @@ class WriteDecoder:
     ) -> dict[str, Any]:
         values: dict[str, Any] = {}
         for name, value in raw.items():
+            if len(errors) >= MAX_ERRORS:
+                break  # nobody reads past the cap: stop before any more work
             field = self.fields.get(name)
             if field is None:
-                hint = _did_you_mean(name, [n for n in self._known if not self.fields[n].read_only])
-                errors.append(FieldError(name, "unknown field" + hint))
+                hint = did_you_mean(name, self._writable)
+                errors.append(FieldError(name[:100], "unknown field" + hint))
                 continue
             if field.read_only:
                 errors.append(FieldError(name, "read-only field: it cannot be written"))
@@ -351,13 +353,9 @@ class WriteDecoder:
 
 
 class WriteErrors(Exception):
+    """The problems of one write body, at most `MAX_ERRORS` of them."""
+
     def __init__(self, errors: list[FieldError]) -> None:
-        super().__init__("; ".join(f"{e.path}: {e.message}" for e in errors))
+        errors = errors[:MAX_ERRORS]
+        super().__init__("; ".join(f"{e.path}: {e.message}" for e in errors[:5]))
         self.errors = errors
-
-
-def _did_you_mean(name: str, candidates: list[str]) -> str:
-    import difflib
-
-    close = difflib.get_close_matches(name, candidates, n=1)
-    return f" (did you mean {close[0]!r}?)" if close else ""

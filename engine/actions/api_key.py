@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 import msgspec
 from starlette.requests import Request
@@ -18,14 +18,14 @@ from engine.provisioning import insert_api_key
 from engine.repository import fetch_one, transaction
 from engine.responses import etag_for, json_response, public_row
 from models.base import utcnow
-from registry.descriptors import role_at_least
+from registry.descriptors import TenantRole, role_at_least
 
 MAX_BODY = 16 * 1024
 
 
 class ApiKeyRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     name: Annotated[str, msgspec.Meta(min_length=1, max_length=100)]
-    role: Literal["viewer", "editor", "admin", "owner"] = "viewer"
+    role: TenantRole = "viewer"
     expires_at: Annotated[dt.datetime, msgspec.Meta(tz=True)] | None = None
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from engine.openapi import WRITE_ERRORS, OperationSpec
+from registry.descriptors import TENANT_ROLES
 
 _BINARY = {"type": "string", "format": "binary"}
 _BLOB_HEADERS = {
@@ -117,7 +118,7 @@ API_KEY = OperationSpec(
         "required": ["name"],
         "properties": {
             "name": {"type": "string", "minLength": 1, "maxLength": 100},
-            "role": {"type": "string", "enum": ["viewer", "editor", "admin", "owner"]},
+            "role": {"type": "string", "enum": list(TENANT_ROLES)},
             "expires_at": {"type": ["string", "null"], "format": "date-time"},
         },
     },

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Mapping, Sequence
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 import msgspec
 import sqlalchemy as sa
@@ -33,11 +33,12 @@ from engine.responses import json_response, public_row
 from engine.runtime import Runtime
 from engine.uploads import UploadedFile, UploadResult, discard_new_blobs, receive_upload
 from models.base import new_public_id, utcnow
+from models.events import EventFileRole
 
 logger = logging.getLogger(__name__)
 
 META_FIELD = "meta"
-Role = Literal["attachment", "logo", "banner", "slides", "photo"]
+Role = EventFileRole
 _DISCARDS: set[asyncio.Task[None]] = set()
 
 
@@ -75,6 +76,7 @@ async def find_event(rt: Runtime, account_id: int, event_id: str) -> int:
     stmt = sa.select(events.c.id).where(
         events.c.id_random == event_id, events.c.account_id == account_id
     )
+
     async def work(conn: AsyncConnection) -> Any:
         return (await conn.execute(stmt)).scalar()
 

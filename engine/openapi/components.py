@@ -11,8 +11,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from engine import errors
-from registry.descriptors import ObjectType, Registry
-from registry.jsonschema import ID_PATTERN, map_refs, type_schema
+from registry.descriptors import PUBLIC_ID_PATTERN, ObjectType, Registry
+from registry.jsonschema import map_refs, type_schema
 from registry.searchschema import filter_schema, search_schema
 
 Schema = dict[str, Any]
@@ -149,7 +149,7 @@ def _path_param(name: str, description: str) -> Schema:
         "in": "path",
         "required": True,
         "description": description,
-        "schema": {"type": "string", "pattern": ID_PATTERN},
+        "schema": {"type": "string", "pattern": PUBLIC_ID_PATTERN},
     }
 
 

@@ -24,8 +24,7 @@ from engine.openapi.components import (
     _path_param,
     _ref,
 )
-from registry.descriptors import ObjectType, Registry
-from registry.jsonschema import ID_PATTERN
+from registry.descriptors import PUBLIC_ID_PATTERN, ObjectType, Registry
 
 
 class OperationSpec(msgspec.Struct, frozen=True, kw_only=True):
@@ -69,7 +68,7 @@ def _sample(prop: Schema) -> Any:
     if "enum" in prop:
         return prop["enum"][0]
     if kind == "string":
-        if prop.get("pattern") == ID_PATTERN:
+        if prop.get("pattern") == PUBLIC_ID_PATTERN:
             return _SAMPLE_ID
         fmt = prop.get("format") or prop.get("x-format")
         fixed = {

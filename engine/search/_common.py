@@ -1,20 +1,24 @@
-"""Shared by the search parsers: error collection, paths into the request, hints, and
-which relations a role may name.
+"""Shared by the search parsers: error collection, paths into the request, and which
+relations a role may name.
+
+Errors are collected up to `MAX_ERRORS`; the one that reaches the cap stops the parse at
+once (`StopParsing`), so no work is spent on mistakes nobody will see. `collect()` runs a
+parse and turns what was collected into one `ValidationError` (422).
 """
 
 from __future__ import annotations
 
-import difflib
 import json
 import re
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Callable
+from typing import Any, NoReturn, TypeVar
 
 from engine.errors import ErrorDetail, ValidationError
 from registry.descriptors import ObjectType, Registry, role_at_least
+from registry.hints import MAX_ERRORS
 
-MAX_ERRORS = 50  # a body with thousands of mistakes gets the first fifty
 _NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+T = TypeVar("T")
 
 
 def join_path(path: str, key: object) -> str:
@@ -26,11 +30,8 @@ def join_path(path: str, key: object) -> str:
     return f"{path}[{quoted}]"
 
 
-def hint(name: object, candidates: Iterable[str]) -> str:
-    if not isinstance(name, str):
-        return ""
-    match = difflib.get_close_matches(name[:100], list(candidates), n=1, cutoff=0.6)
-    return f' (did you mean "{match[0]}"?)' if match else ""
+class StopParsing(Exception):
+    """The parse stops here: the error cap is reached or a size limit is exceeded."""
 
 
 class Errors:
@@ -38,12 +39,30 @@ class Errors:
         self.items: list[ErrorDetail] = []
 
     def add(self, path: str, message: str) -> None:
-        if len(self.items) < MAX_ERRORS:
-            self.items.append(ErrorDetail(path, message))
+        """Record a problem; the `MAX_ERRORS`th one stops the parse."""
+        self.items.append(ErrorDetail(path, message))
+        if len(self.items) >= MAX_ERRORS:
+            raise StopParsing
+
+    def stop(self, path: str, message: str) -> NoReturn:
+        """Record a problem that makes going on pointless (a size limit) and stop."""
+        self.items.append(ErrorDetail(path, message))
+        raise StopParsing
 
     def raise_if_any(self) -> None:
         if self.items:
             raise ValidationError(self.items)
+
+
+def collect(parse: Callable[[Errors], T]) -> T:
+    """`parse(errors)`'s result, or a `ValidationError` with what it collected."""
+    errors = Errors()
+    try:
+        result = parse(errors)
+    except StopParsing:
+        raise ValidationError(errors.items) from None
+    errors.raise_if_any()
+    return result
 
 
 def visible_relation(obj: ObjectType, name: str, registry: Registry, role: str | None) -> Any:

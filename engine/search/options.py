@@ -4,12 +4,11 @@ query parameters) against an object type. Pure; 422 with the path of each bad en
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
-
-from engine.search._common import Errors, hint, relation_names, visible_relation
+from engine.search._common import Errors, collect, relation_names, visible_relation
 from engine.search.nodes import Include, SortKey
 from registry.descriptors import ObjectType, Registry, Relation
+from registry.hints import did_you_mean
+from registry.searchschema import MAX_NAMES
 
 MAX_INCLUDE_DEPTH = 3
 
@@ -17,11 +16,15 @@ MAX_INCLUDE_DEPTH = 3
 def names_of(value: object, path: str, errors: Errors) -> list[tuple[str, str]]:
     """(name, path) pairs from a list of strings, or from a comma-separated string."""
     if isinstance(value, str):
+        if value.count(",") >= MAX_NAMES:
+            errors.stop(path, f"at most {MAX_NAMES} entries")
         parts = [p.strip() for p in value.split(",")]
         return [(p, path) for p in parts if p]
     if not isinstance(value, list):
         errors.add(path, "expected an array of strings")
         return []
+    if len(value) > MAX_NAMES:
+        errors.stop(path, f"at most {MAX_NAMES} entries")
     out = []
     for i, item in enumerate(value):
         if isinstance(item, str):
@@ -29,15 +32,6 @@ def names_of(value: object, path: str, errors: Errors) -> list[tuple[str, str]]:
         else:
             errors.add(f"{path}[{i}]", "expected a string")
     return out
-
-
-def _collect(
-    fn: Callable[[Errors], Any],
-) -> Any:
-    errors = Errors()
-    result = fn(errors)
-    errors.raise_if_any()
-    return result
 
 
 def sort_of(value: object, obj: ObjectType, path: str, errors: Errors) -> tuple[SortKey, ...]:
@@ -49,7 +43,7 @@ def sort_of(value: object, obj: ObjectType, path: str, errors: Errors) -> tuple[
         bare = name[1:] if descending else name
         field = obj.field(bare)
         if field is None or field.write_only:
-            errors.add(kpath, f"unknown sort field {bare[:100]!r}{hint(bare, sortable)}")
+            errors.add(kpath, f"unknown sort field {bare[:100]!r}{did_you_mean(bare, sortable)}")
         elif not field.sortable:
             errors.add(kpath, f"{bare} is not sortable; sortable fields: " + ", ".join(sortable))
         elif bare in seen:
@@ -64,7 +58,7 @@ def parse_sort(
     value: list[str] | str, obj: ObjectType, *, path: str = "sort"
 ) -> tuple[SortKey, ...]:
     """`["-starts_at", "name"]` or `"-starts_at,name"` as sort keys on sortable fields."""
-    result: tuple[SortKey, ...] = _collect(lambda errors: sort_of(value, obj, path, errors))
+    result: tuple[SortKey, ...] = collect(lambda errors: sort_of(value, obj, path, errors))
     return result
 
 
@@ -83,7 +77,7 @@ def fields_of(value: object, obj: ObjectType, path: str, errors: Errors) -> tupl
     names = ["id"]
     for name, npath in names_of(value, path, errors):
         if name not in readable:
-            errors.add(npath, f"unknown field {name[:100]!r}{hint(name, readable)}")
+            errors.add(npath, f"unknown field {name[:100]!r}{did_you_mean(name, readable)}")
         elif name not in names:
             names.append(name)
     return tuple(names)
@@ -93,7 +87,7 @@ def parse_fields(
     value: list[str] | str, obj: ObjectType, *, path: str = "fields"
 ) -> tuple[str, ...]:
     """Readable field names to return, `id` first and always present."""
-    result: tuple[str, ...] = _collect(lambda errors: fields_of(value, obj, path, errors))
+    result: tuple[str, ...] = collect(lambda errors: fields_of(value, obj, path, errors))
     return result
 
 
@@ -110,11 +104,8 @@ def include_of(
         for segment in segments:
             rel: Relation | None = visible_relation(current, segment, registry, role)
             if rel is None:
-                names = relation_names(current, registry, role)
-                errors.add(
-                    ipath,
-                    f"unknown relation {segment[:100]!r} on {current.name}{hint(segment, names)}",
-                )
+                tip = did_you_mean(segment, relation_names(current, registry, role))
+                errors.add(ipath, f"unknown relation {segment[:100]!r} on {current.name}{tip}")
                 break
             chain.append(rel)
             current = registry[rel.target]
@@ -135,7 +126,7 @@ def parse_include(
 ) -> tuple[Include, ...]:
     """Dotted relation paths (children and to-one relations), each prefix listed once,
     parents before their nested includes."""
-    result: tuple[Include, ...] = _collect(
+    result: tuple[Include, ...] = collect(
         lambda errors: include_of(value, obj, registry, path, role, errors)
     )
     return result

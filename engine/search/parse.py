@@ -11,7 +11,13 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from engine.search._common import Errors, hint, join_path, relation_names, visible_relation
+from engine.search._common import (
+    Errors,
+    collect,
+    join_path,
+    relation_names,
+    visible_relation,
+)
 from engine.search.cursor import query_signature
 from engine.search.nodes import (
     MATCH_ALL,
@@ -38,13 +44,19 @@ from engine.search.options import (
 )
 from engine.search.values import check_text, parse_scalar
 from registry.descriptors import FieldInfo, ObjectType, Registry
+from registry.hints import did_you_mean
 from registry.operators import ALL_OPERATORS, operators_for
+from registry.searchschema import MAX_IN_VALUES, MAX_NAMES, MAX_TEXT_LENGTH
 
 __all__ = [
     "MAX_CONDITIONS",
     "MAX_DEPTH",
+    "MAX_FILTER_SIZE",
+    "MAX_FILTER_VALUES",
     "MAX_INCLUDE_DEPTH",
     "MAX_IN_VALUES",
+    "MAX_NAMES",
+    "MAX_TEXT_LENGTH",
     "default_sort",
     "parse_fields",
     "parse_filter",
@@ -55,7 +67,10 @@ __all__ = [
 
 MAX_DEPTH = 8
 MAX_CONDITIONS = 200
-MAX_IN_VALUES = 1000
+#: Values one filter binds in all (PostgreSQL's driver takes at most 32,767 per statement).
+MAX_FILTER_VALUES = 10_000
+#: Filter objects plus keys in one filter: bounds the work of checking it, whatever it holds.
+MAX_FILTER_SIZE = 2000
 MAX_OFFSET = 2**31 - 1
 BODY_KEYS = ("filter", "sort", "fields", "include", "limit", "offset", "after", "count")
 LIST_OPERATORS = ("_in", "_nin")
@@ -68,6 +83,16 @@ class _FilterParser:
         self.errors = errors
         self.role = role
         self.conditions = 0
+        self.values = 0
+        self.size = 0
+
+    def _grow(self, path: str, size: int) -> None:
+        """Count objects and keys; past `MAX_FILTER_SIZE` the parse stops (422)."""
+        self.size += size
+        if self.size > MAX_FILTER_SIZE:
+            self.errors.stop(
+                path, f"the filter is too large (more than {MAX_FILTER_SIZE} objects and keys)"
+            )
 
     def parse(self, value: object, obj: ObjectType, path: str, depth: int) -> FilterNode:
         if depth > MAX_DEPTH:
@@ -76,6 +101,7 @@ class _FilterParser:
         if not isinstance(value, dict):
             self.errors.add(path, "expected a filter object")
             return MATCH_ALL
+        self._grow(path, 1 + len(value))
         nodes: list[FilterNode] = []
         for key, item in value.items():
             kpath = join_path(path, key)
@@ -84,7 +110,7 @@ class _FilterParser:
             elif key == "_not":
                 nodes.append(Not(self.parse(item, obj, kpath, depth + 1)))
             elif not isinstance(key, str) or key.startswith("_"):
-                tip = hint(key, ("_and", "_or", "_not"))
+                tip = did_you_mean(key, ("_and", "_or", "_not"))
                 self.errors.add(kpath, f"unknown operator: use _and, _or or _not here{tip}")
             else:
                 nodes.extend(self._key(key, item, obj, kpath, depth))
@@ -112,7 +138,9 @@ class _FilterParser:
         if rel is None:
             searchable = [f.name for f in obj.fields if operators_for(f)]
             candidates = searchable + relation_names(obj, self.registry, self.role)
-            self.errors.add(path, f"unknown field or relation {key[:100]!r}{hint(key, candidates)}")
+            self.errors.add(
+                path, f"unknown field or relation {key[:100]!r}{did_you_mean(key, candidates)}"
+            )
             return []
         target = self.registry[rel.target]
         if rel.kind != "child":
@@ -120,6 +148,7 @@ class _FilterParser:
         if not isinstance(item, dict) or not item:
             self.errors.add(path, 'a to-many relation takes {"_some": filter} or {"_none": filter}')
             return []
+        self._grow(path, len(item))
         out: list[FilterNode] = []
         for sub, nested in item.items():
             spath = join_path(path, sub)
@@ -129,7 +158,7 @@ class _FilterParser:
                 out.append(NoneOf(rel, self.parse(nested, target, spath, depth + 1)))
             else:
                 self.errors.add(
-                    spath, f"unknown key: use _some or _none{hint(sub, ('_some', '_none'))}"
+                    spath, f"unknown key: use _some or _none{did_you_mean(sub, ('_some', '_none'))}"
                 )
         return out
 
@@ -154,12 +183,13 @@ class _FilterParser:
             return
         if not item:
             self.errors.add(path, "expected at least one operator")
+        self._grow(path, len(item))
         for op, arg in item.items():
             opath = join_path(path, op)
             if op not in allowed:
                 known = op in ALL_OPERATORS
                 what = f"operator {op} is not supported by" if known else "unknown operator for"
-                tip = "" if known else hint(op, allowed)
+                tip = "" if known else did_you_mean(op, allowed)
                 self.errors.add(
                     opath,
                     f"{what} {field.name} ({field.kind}){tip}; use one of: " + ", ".join(allowed),
@@ -177,12 +207,19 @@ class _FilterParser:
             self.errors.add(exc.path, exc.message)
             return None
 
+    def _bind(self, count: int, path: str) -> None:
+        """Count values the filter binds; past `MAX_FILTER_VALUES` the parse stops (422)."""
+        self.values += count
+        if self.values > MAX_FILTER_VALUES:
+            self.errors.stop(path, f"the filter binds more than {MAX_FILTER_VALUES} values in all")
+
     def _value(self, field: FieldInfo, op: str, arg: object, path: str) -> Any:
         if op == "_is_null":
             if not isinstance(arg, bool):
                 raise ValueError("expected true or false")
             return arg
         if op in TEXT_OPERATORS:
+            self._bind(1, path)
             return check_text(arg)
         if op in LIST_OPERATORS or op == "_between":
             if not isinstance(arg, list):
@@ -193,7 +230,9 @@ class _FilterParser:
                 raise ValueError("expected a non-empty array")
             if len(arg) > MAX_IN_VALUES:
                 raise ValueError(f"at most {MAX_IN_VALUES} values")
+            self._bind(len(arg), path)
             return tuple(_item(field, v, f"{path}[{i}]") for i, v in enumerate(arg))
+        self._bind(1, path)
         return parse_scalar(field, arg)
 
 
@@ -222,9 +261,9 @@ def parse_filter(
     `role`, when given, hides relations to types that role may not read (they answer as
     unknown). Enum values outside the enum are refused (422), not silently unmatched.
     """
-    errors = Errors()
-    node = _FilterParser(registry, errors, role).parse(value, obj, path, 1)
-    errors.raise_if_any()
+    node: FilterNode = collect(
+        lambda errors: _FilterParser(registry, errors, role).parse(value, obj, path, 1)
+    )
     return node
 
 
@@ -257,14 +296,26 @@ def parse_search(
     Absent `sort` means the type's default sort. `after` is kept as the raw token and
     `signature` binds cursors to this query's filter and sort.
     """
-    errors = Errors()
+    spec: SearchSpec = collect(
+        lambda errors: _search(body, obj, registry, max_page_size, default_limit, role, errors)
+    )
+    return spec
+
+
+def _search(
+    body: object,
+    obj: ObjectType,
+    registry: Registry,
+    max_page_size: int,
+    default_limit: int,
+    role: str | None,
+    errors: Errors,
+) -> SearchSpec:
     if not isinstance(body, dict):
-        errors.add("body", "expected a JSON object")
-        errors.raise_if_any()
-    assert isinstance(body, dict)
+        errors.stop("body", "expected a JSON object")
     for key in body:
         if key not in BODY_KEYS:
-            errors.add(join_path("", key), f"unknown key{hint(key, BODY_KEYS)}")
+            errors.add(join_path("", key), f"unknown key{did_you_mean(key, BODY_KEYS)}")
     node: FilterNode = MATCH_ALL
     if body.get("filter") is not None:
         node = _FilterParser(registry, errors, role).parse(body["filter"], obj, "filter", 1)

@@ -12,12 +12,11 @@ import math
 import re
 from typing import Any
 
-from registry.descriptors import FieldInfo
+from registry.descriptors import FieldInfo, is_public_id
+from registry.searchschema import MAX_TEXT_LENGTH
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
-#: A well-formed public id; any other string given for an id or reference matches nothing.
-PUBLIC_ID_RE = re.compile(r"[A-Za-z0-9_-]{22}")
 
 # RFC 3339 date-time: an offset is required (naive input is refused, SPEC 2).
 _DATETIME_RE = re.compile(
@@ -32,6 +31,8 @@ def check_text(value: object) -> str:
     surrogates (not encodable as UTF-8)."""
     if not isinstance(value, str):
         raise ValueError("expected a string")
+    if len(value) > MAX_TEXT_LENGTH:
+        raise ValueError(f"at most {MAX_TEXT_LENGTH} characters")
     if "\x00" in value:
         raise ValueError("must not contain the NUL character")
     try:
@@ -124,7 +125,7 @@ def parse_scalar(field: FieldInfo, value: object) -> Any:
         if not isinstance(value, str):
             raise ValueError("expected a public id string")
         # Any other string names nothing: it must match no row and say nothing more.
-        return value if PUBLIC_ID_RE.fullmatch(value) else ""
+        return value if is_public_id(value) else ""
     if kind == "string":
         return check_text(value)
     if kind == "enum":

@@ -366,7 +366,8 @@ async def test_a_failed_upload_keeps_a_blob_another_upload_committed_meanwhile(
             headers=api.b.headers("editor"),
         )
         assert r.status_code == 201, r.text
-        raise sa_exc.OperationalError("INSERT", {}, Exception("connection lost"))
+        lost = Exception("connection lost")  # as SQLAlchemy flags a real disconnect
+        raise sa_exc.OperationalError("INSERT", {}, lost, connection_invalidated=True)
 
     monkeypatch.setattr(upload_module, "insert_event_files", commit_b_then_fail)
     r = await upload(api, event_a["id"], [("file", ("a.pdf", PDF, "application/pdf"))])

@@ -392,3 +392,40 @@ async def test_random_json_create_never_500(api: Api, value: Any) -> None:
 async def test_random_json_search_never_500(api: Api, value: Any) -> None:
     r = await post_raw(api, "event/search", msgspec.json.encode(value))
     assert r.status_code in ALLOWED, r.text
+
+
+# -- bodies that cost work, not bytes -------------------------------------------------------
+
+
+@HTTP_ONLY
+@pytest.mark.parametrize("path", ["event", "event/search"])
+async def test_sixty_thousand_unknown_keys_get_the_capped_answer(api: Api, path: str) -> None:
+    keys = {f"k{i}": 1 for i in range(60_000)}
+    body = keys if path == "event" else {"filter": {"_or": [{k: 1} for k in keys]}}
+    r = await post_raw(api, path, msgspec.json.encode(body))
+    assert r.status_code == 422, r.text
+    assert 1 <= len(r.json()["errors"]) <= 50
+    assert len(r.content) < 10_000
+
+
+async def test_filters_past_what_a_driver_binds_are_422(api: Api) -> None:
+    """A LIKE pattern past SQLite's limit, and more values than asyncpg binds (32,767)."""
+    r = await search(api, {"filter": {"name": {"_like": "%a" * 30_000}}})
+    assert r.status_code == 422, r.text
+    assert problem_paths(r) == {"filter.name._like"}
+    values = [f"v{i}" for i in range(1000)]
+    many = {"filter": {"_and": [{"name": {"_in": values}} for _ in range(40)]}}
+    r = await search(api, many)
+    assert r.status_code == 422, r.text
+    assert problem_paths(r) == {"filter._and[10].name._in"}
+    ok = {"filter": {"_and": [{"name": {"_in": values}} for _ in range(10)]}}
+    r = await search(api, ok)
+    assert r.status_code == 200, r.text
+
+
+@HTTP_ONLY
+async def test_thousands_of_unknown_query_parameters_get_fifty_errors(api: Api) -> None:
+    query = "&".join(f"p{i}=1" for i in range(5_000))
+    r = await api.client.get(f"/v3/crud/event?{query}", headers=api.a.headers())
+    assert r.status_code == 422, r.text
+    assert len(r.json()["errors"]) == 50

@@ -119,7 +119,7 @@ async def test_validation_errors_name_each_field(api: Api) -> None:
     problem = r.json()
     paths = {e["path"] for e in problem["errors"]}
     assert {"id", "account_id", "version", "nmae", "starts_at", "capacity", "status"} <= paths
-    assert any("did you mean 'name'" in e["message"] for e in problem["errors"])
+    assert any('did you mean "name"' in e["message"] for e in problem["errors"])
     assert problem["status"] == 422 and problem["request_id"]
 
     missing = await api.client.post("/v3/crud/event", json={}, headers=api.a.headers())

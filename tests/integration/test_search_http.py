@@ -5,6 +5,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import pytest
+
+from engine import listing
 from tests.integration.conftest import Api
 from tests.statements import count_statements
 
@@ -81,6 +84,33 @@ async def test_dotted_include_through_a_child_to_a_reference(api: Api) -> None:
     assert r.status_code == 200, r.text
     item = r.json()["data"][0]
     assert item["event_file"] == [] and item["event_session"] == []
+
+
+async def test_an_include_level_past_its_row_cap_is_422_never_cut(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(listing, "MAX_INCLUDE_ROWS", 4)
+    await _seed_events(api, 3, sessions=2)  # six sessions in all
+
+    async def search(limit: int, include: str) -> Any:
+        body = {"include": [include], "limit": limit, "sort": ["name"]}
+        return await api.client.post("/v3/crud/event/search", json=body, headers=api.a.headers())
+
+    at_cap = await search(2, "event_session")
+    assert at_cap.status_code == 200, at_cap.text
+    assert [len(e["event_session"]) for e in at_cap.json()["data"]] == [2, 2]
+    over = await search(3, "event_session")
+    assert over.status_code == 422, over.text
+    (error,) = over.json()["errors"]
+    assert error["path"] == "include"
+    assert "event_session" in error["message"] and "smaller limit" in error["message"]
+    listed = await api.client.get(
+        "/v3/crud/account",
+        params={"include": "event.event_session"},
+        headers=api.a.headers(),
+    )
+    assert listed.status_code == 422, listed.text
+    assert "event.event_session" in listed.json()["errors"][0]["message"]
 
 
 async def test_keyset_pages_survive_concurrent_inserts(api: Api) -> None:

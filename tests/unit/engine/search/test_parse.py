@@ -11,6 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import models  # noqa: F401  # registers every model on Base
+import registry.hints
 from engine.errors import ValidationError
 from engine.search import (
     And,
@@ -27,7 +28,15 @@ from engine.search import (
     parse_sort,
     render_filter,
 )
-from engine.search.parse import MAX_CONDITIONS, MAX_DEPTH, MAX_IN_VALUES
+from engine.search.parse import (
+    MAX_CONDITIONS,
+    MAX_DEPTH,
+    MAX_FILTER_SIZE,
+    MAX_FILTER_VALUES,
+    MAX_IN_VALUES,
+    MAX_NAMES,
+    MAX_TEXT_LENGTH,
+)
 from models.base import Base
 from registry import introspect
 from registry.descriptors import FieldInfo, ObjectType, Registry
@@ -353,6 +362,88 @@ def test_in_limit(extra: int) -> None:
         with pytest.raises(ValidationError) as exc:
             parse_filter(body, EVENT, REG)
         assert list(errors_of(exc)) == ["filter.name._nin"]
+
+
+def test_filter_values_limit_counts_every_list() -> None:
+    lists = MAX_FILTER_VALUES // MAX_IN_VALUES
+    values = [str(i) for i in range(MAX_IN_VALUES)]
+    body = {"_and": [{"name": {"_in": values}} for _ in range(lists)]}
+    parse_filter(body, EVENT, REG)
+    body["_and"].append({"name": {"_nin": values}})
+    with pytest.raises(ValidationError) as exc:
+        parse_filter(body, EVENT, REG)
+    assert list(errors_of(exc)) == [f"filter._and[{lists}].name._nin"]
+    body = {"_and": [*body["_and"][:lists], {"name": "x"}]}
+    with pytest.raises(ValidationError) as exc:
+        parse_filter(body, EVENT, REG)
+    assert list(errors_of(exc)) == [f"filter._and[{lists}].name"]
+
+
+@pytest.mark.parametrize("op", ["_eq", "_like", "_contains", "_in"])
+def test_text_values_are_bounded(op: str) -> None:
+    def body(length: int) -> dict[str, Any]:
+        value = "%" * length
+        return {"name": {op: [value] if op == "_in" else value}}
+
+    parse_filter(body(MAX_TEXT_LENGTH), EVENT, REG)
+    with pytest.raises(ValidationError) as exc:
+        parse_filter(body(60_000), EVENT, REG)
+    path = "filter.name._in[0]" if op == "_in" else f"filter.name.{op}"
+    assert errors_of(exc) == {path: f"at most {MAX_TEXT_LENGTH} characters"}
+
+
+def test_filter_size_limit_bounds_the_work() -> None:
+    parse_filter({"_and": [{}] * (MAX_FILTER_SIZE - 2)}, EVENT, REG)
+    for body in (
+        {"_and": [{}] * 60_000},
+        {"_or": [{"_and": []}] * 60_000},
+        {"_or": [{"name": "x"}] * 60_000},
+        {"name": {f"_op{i}": 1 for i in range(60_000)}},
+    ):
+        with pytest.raises(ValidationError) as exc:
+            parse_filter(body, EVENT, REG)
+        assert any("too large" in m for m in errors_of(exc).values()) or len(exc.value.errors) == 50
+
+
+@pytest.fixture
+def hint_calls(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Every fuzzy match ("did you mean") the code asks for."""
+    calls: list[str] = []
+    real = registry.hints.difflib.get_close_matches
+
+    def counted(word: str, *args: Any, **kwargs: Any) -> list[str]:
+        calls.append(word)
+        return real(word, *args, **kwargs)
+
+    monkeypatch.setattr(registry.hints.difflib, "get_close_matches", counted)
+    return calls
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"filter": {f"unknown_{i}": 1 for i in range(60_000)}},
+        {f"unknown_{i}": 1 for i in range(60_000)},
+        {"filter": {"name": {f"_unknown_{i}": 1 for i in range(60_000)}}},
+        {"sort": [f"unknown_{i}" for i in range(MAX_NAMES)]},
+        {"filter": {"_or": [{f"unknown_{i}": 1} for i in range(60_000)]}},
+    ],
+    ids=["filter keys", "body keys", "operators", "sort", "or"],
+)
+def test_thousands_of_mistakes_stop_at_the_error_cap(hint_calls: list[str], body: Any) -> None:
+    with pytest.raises(ValidationError) as exc:
+        parse_search(body, EVENT, REG, max_page_size=500)
+    assert 1 <= len(exc.value.errors) <= registry.hints.MAX_ERRORS
+    assert len(hint_calls) <= registry.hints.MAX_ERRORS
+
+
+@pytest.mark.parametrize("key", ["sort", "fields", "include"])
+def test_name_lists_are_bounded(key: str) -> None:
+    names = ["id"] * (MAX_NAMES + 1)
+    for value in (names, ",".join(names)):
+        with pytest.raises(ValidationError) as exc:
+            parse_search({key: value}, EVENT, REG, max_page_size=500)
+        assert errors_of(exc) == {key: f"at most {MAX_NAMES} entries"}
 
 
 @pytest.mark.parametrize(("limit", "ok"), [(1, True), (100, True), (101, False), (0, False)])

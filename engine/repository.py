@@ -32,7 +32,6 @@ T = TypeVar("T")
 
 _UNIQUE_CODES = {"1062", "23505"}
 _FK_CODES = {"1451", "1452", "23503"}
-_MISSING_TABLE_CODES = {"1146", "42P01"}  # MariaDB, PostgreSQL (SQLite: OperationalError)
 _CONSTRAINT_RE = re.compile(r"(uq_[a-z0-9_]+|fk_[a-z0-9_]+)")
 _SQLITE_UNIQUE_RE = re.compile(r"UNIQUE constraint failed: ([\w., ]+)")
 

@@ -6,12 +6,13 @@ handlers through `request.app.state.runtime`; nothing here is a module-level glo
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.requests import HTTPConnection
 
@@ -21,7 +22,7 @@ from engine.cache import CacheBackend, create_cache
 from engine.db import create_engine, dialect_name
 from engine.plans import ReadPlan, build_plans
 from engine.ratelimit import RateLimiter
-from engine.settings import Settings
+from engine.settings import Settings, resolve_jwt_key
 from registry.descriptors import Registry
 from registry.introspect import introspect, load_models
 from registry.types import WriteDecoder
@@ -40,7 +41,7 @@ class Runtime:
     jwt: JwtVerifier
     rate_limiter: RateLimiter
     dialect: str
-    cursor_key: bytes  # signs and encrypts keyset cursors; derived from the JWT key
+    cursor_key: bytes  # encrypts and authenticates keyset cursors; derived from the JWT key
     documents: dict[str, Any] = field(default_factory=dict)  # encoded schema documents
 
     async def close(self) -> None:
@@ -58,6 +59,7 @@ def build_registry(settings: Settings) -> tuple[Registry, dict[str, sa.Table]]:
 
 
 def build_runtime(settings: Settings, *, engine: AsyncEngine | None = None) -> Runtime:
+    settings = resolve_jwt_key(settings)
     registry, tables = build_registry(settings)
     cache = create_cache(settings)
     return Runtime(
@@ -74,8 +76,14 @@ def build_runtime(settings: Settings, *, engine: AsyncEngine | None = None) -> R
             cache, settings.rate_limit.limit, settings.rate_limit.period_seconds
         ),
         dialect=dialect_name(settings.database_url),
-        cursor_key=hashlib.sha256(b"aether-cursor:" + settings.jwt_key.encode()).digest(),
+        cursor_key=cursor_key(settings),
     )
+
+
+def cursor_key(settings: Settings) -> bytes:
+    """A 32-byte key for cursors, derived (HKDF-SHA256) from `AE_API_JWT_KEY`."""
+    hkdf = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=b"aether-cursor-key")
+    return hkdf.derive(settings.jwt_key.encode())
 
 
 def get_runtime(conn: HTTPConnection) -> Runtime:

@@ -21,7 +21,7 @@ from engine.blobs import BlobStore, FileSystemBlobStore
 from engine.cache import CacheBackend, create_cache
 from engine.db import create_engine, dialect_name
 from engine.plans import ReadPlan, build_plans
-from engine.ratelimit import RateLimiter
+from engine.ratelimit import LoginLimiter, RateLimiter
 from engine.settings import Settings, resolve_jwt_key
 from registry.descriptors import Registry
 from registry.introspect import introspect, load_models
@@ -40,6 +40,7 @@ class Runtime:
     blobs: BlobStore
     jwt: JwtVerifier
     rate_limiter: RateLimiter
+    login_limiter: LoginLimiter
     dialect: str
     cursor_key: bytes  # encrypts and authenticates keyset cursors; derived from the JWT key
     documents: dict[str, Any] = field(default_factory=dict)  # encoded schema documents
@@ -58,10 +59,12 @@ def build_registry(settings: Settings) -> tuple[Registry, dict[str, sa.Table]]:
     return registry, dict(Base.metadata.tables)
 
 
-def build_runtime(settings: Settings, *, engine: AsyncEngine | None = None) -> Runtime:
+def build_runtime(
+    settings: Settings, *, engine: AsyncEngine | None = None, cache: CacheBackend | None = None
+) -> Runtime:
     settings = resolve_jwt_key(settings)
     registry, tables = build_registry(settings)
-    cache = create_cache(settings)
+    cache = cache or create_cache(settings)
     return Runtime(
         settings=settings,
         registry=registry,
@@ -75,6 +78,7 @@ def build_runtime(settings: Settings, *, engine: AsyncEngine | None = None) -> R
         rate_limiter=RateLimiter(
             cache, settings.rate_limit.limit, settings.rate_limit.period_seconds
         ),
+        login_limiter=LoginLimiter.from_settings(cache, settings),
         dialect=dialect_name(settings.database_url),
         cursor_key=cursor_key(settings),
     )

@@ -111,3 +111,16 @@ def test_login_limits_and_forwarded_ips(tmp_path: Path) -> None:
     assert set_.forwarded_allow_ips == "10.0.0.1,10.0.0.2"
     with pytest.raises(SettingsError, match="AE_LOGIN_RATE_LIMIT"):
         load_settings(env_for(tmp_path, AE_LOGIN_RATE_LIMIT="lots"), dotenv=None)
+
+
+def test_serve_passes_the_trusted_proxies_to_uvicorn(tmp_path: Path) -> None:
+    from engine.cli import build_parser, uvicorn_options
+
+    args = build_parser().parse_args(["serve", "--port", "9000"])
+    plain = uvicorn_options(load_settings(env_for(tmp_path), dotenv=None), args)
+    assert plain["proxy_headers"] is False and plain["port"] == 9000
+    trusting = uvicorn_options(
+        load_settings(env_for(tmp_path, AE_FORWARDED_ALLOW_IPS="10.0.0.0/8"), dotenv=None), args
+    )
+    assert trusting["proxy_headers"] is True
+    assert trusting["forwarded_allow_ips"] == "10.0.0.0/8"

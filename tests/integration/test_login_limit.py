@@ -141,3 +141,24 @@ async def test_failed_logins_per_address(per_address: Api, clock: Clock) -> None
         assert (await login(other, creds())).status_code == 200
     clock.now += HOUR
     assert (await login(client, creds())).status_code == 200
+
+
+@pytest.mark.parametrize("backend", ["mariadb", "postgresql"])
+async def test_no_connection_is_held_while_the_password_is_verified(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """argon2 takes tens of milliseconds: the pooled connection goes back first."""
+    import engine.auth.login as login_module
+
+    pool = api.runtime.engine.sync_engine.pool
+    seen: list[int] = []
+    real = login_module.verify_password
+
+    def watching(password: str, stored: str | None) -> bool:
+        seen.append(pool.checkedout())  # type: ignore[attr-defined]
+        return real(password, stored)
+
+    monkeypatch.setattr(login_module, "verify_password", watching)
+    assert (await login(api.client, creds(password="wrong password!"))).status_code == 401
+    assert (await login(api.client, creds())).status_code == 200
+    assert seen == [0, 0]

@@ -52,6 +52,9 @@ class CacheBackend(Protocol):
     async def incr(self, key: str, ttl_seconds: int) -> int:
         """Add one and return the new count; the first increment sets the expiry."""
 
+    async def count(self, key: str) -> int:
+        """The current value of an `incr` counter, without changing it (0 when absent)."""
+
     async def ping(self) -> bool:
         """Whether the shared store answers (always True in memory); for `/readyz`."""
 
@@ -122,6 +125,15 @@ class MemoryCache:
                 pass  # Redis would refuse; a counter overwriting a value is the kinder answer
         self._store(key, str(count).encode(), expires_at)
         return count
+
+    async def count(self, key: str) -> int:
+        entry = self._live(key)
+        if entry is None:
+            return 0
+        try:
+            return int(entry[0])
+        except ValueError:
+            return 0
 
     def clear(self) -> None:
         self._entries.clear()
@@ -273,6 +285,16 @@ class RedisCache:
             return int(count)
 
         return await self._call(operation, lambda: self.fallback.incr(key, seconds))
+
+    async def count(self, key: str) -> int:
+        async def operation() -> int:
+            raw = await self._client.get(self._prefix + key)  # counters carry no generation
+            try:
+                return int(raw or 0)
+            except ValueError:
+                return 0
+
+        return await self._call(operation, lambda: self.fallback.count(key))
 
     async def ping(self) -> bool:
         try:

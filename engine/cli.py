@@ -102,6 +102,23 @@ def _log_to_stderr(settings: Settings) -> None:
     configure_logging(settings, stream=sys.stderr)
 
 
+def uvicorn_options(settings: Settings, args: argparse.Namespace) -> dict[str, Any]:
+    """What `aether serve` hands uvicorn. `X-Forwarded-For`/`-Proto` are honoured only
+    from the proxies in `AE_FORWARDED_ALLOW_IPS` (addresses or networks, comma-separated,
+    or `*`); without it they are ignored, and the client address is the peer's."""
+    return {
+        "factory": True,
+        "host": args.host,
+        "port": args.port,
+        "workers": args.workers,
+        "log_config": None,
+        "access_log": False,
+        "proxy_headers": settings.forwarded_allow_ips is not None,
+        "forwarded_allow_ips": settings.forwarded_allow_ips or "",
+        "server_header": False,
+    }
+
+
 def cmd_serve(args: argparse.Namespace) -> None:
     import uvicorn
 
@@ -112,17 +129,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
     from engine.runtime import build_registry
 
     build_registry(settings)  # refuse unsafe models before binding the port
-    uvicorn.run(
-        "engine.asgi:create",
-        factory=True,
-        host=args.host,
-        port=args.port,
-        workers=args.workers,
-        log_config=None,
-        access_log=False,
-        proxy_headers=False,
-        server_header=False,
-    )
+    uvicorn.run("engine.asgi:create", **uvicorn_options(settings, args))
 
 
 def cmd_migrate(args: argparse.Namespace) -> None:

@@ -6,12 +6,13 @@ handlers through `request.app.state.runtime`; nothing here is a module-level glo
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.requests import HTTPConnection
 
@@ -21,8 +22,8 @@ from engine.blobs import BlobStore, FileSystemBlobStore
 from engine.cache import CacheBackend, create_cache
 from engine.db import create_engine, dialect_name
 from engine.plans import ReadPlan, build_plans
-from engine.ratelimit import RateLimiter
-from engine.settings import Settings
+from engine.ratelimit import LoginLimiter, RateLimiter
+from engine.settings import Settings, resolve_jwt_key
 from registry.descriptors import Registry
 from registry.introspect import introspect, load_models
 from registry.types import WriteDecoder
@@ -41,8 +42,9 @@ class Runtime:
     blobs: BlobStore
     jwt: JwtVerifier
     rate_limiter: RateLimiter
+    login_limiter: LoginLimiter
     dialect: str
-    cursor_key: bytes  # signs and encrypts keyset cursors; derived from the JWT key
+    cursor_key: bytes  # encrypts and authenticates keyset cursors; derived from the JWT key
     principals: PrincipalCache
     documents: dict[str, Any] = field(default_factory=dict)  # encoded schema documents
     blob_store_id: str | None = None  # set once the store is bound (engine.blob_binding)
@@ -71,10 +73,15 @@ def build_registry(settings: Settings) -> tuple[Registry, dict[str, sa.Table]]:
 
 
 def build_runtime(
-    settings: Settings, *, engine: AsyncEngine | None = None, reader: AsyncEngine | None = None
+    settings: Settings,
+    *,
+    engine: AsyncEngine | None = None,
+    reader: AsyncEngine | None = None,
+    cache: CacheBackend | None = None,
 ) -> Runtime:
+    settings = resolve_jwt_key(settings)
     registry, tables = build_registry(settings)
-    cache = create_cache(settings)
+    cache = cache or create_cache(settings)
     return Runtime(
         settings=settings,
         registry=registry,
@@ -89,10 +96,17 @@ def build_runtime(
         rate_limiter=RateLimiter(
             cache, settings.rate_limit.limit, settings.rate_limit.period_seconds
         ),
+        login_limiter=LoginLimiter.from_settings(cache, settings),
         dialect=dialect_name(settings.database_url),
-        cursor_key=hashlib.sha256(b"aether-cursor:" + settings.jwt_key.encode()).digest(),
+        cursor_key=cursor_key(settings),
         principals=PrincipalCache(settings.auth_cache_seconds, settings.redis_url),
     )
+
+
+def cursor_key(settings: Settings) -> bytes:
+    """A 32-byte key for cursors, derived (HKDF-SHA256) from `AE_API_JWT_KEY`."""
+    hkdf = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=b"aether-cursor-key")
+    return hkdf.derive(settings.jwt_key.encode())
 
 
 def get_runtime(conn: HTTPConnection) -> Runtime:

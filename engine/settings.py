@@ -1,21 +1,25 @@
 """Configuration: one frozen `Settings` value read from `AE_*` variables.
 
-`load_settings(environ)` is pure: the environment wins over a `.env` file in the working
-directory, which wins over the defaults. A bad value fails at start-up naming its key.
+`load_settings(environ)`: the environment wins over a `.env` file in the working directory,
+which wins over the defaults. A bad value fails at start-up naming its key. No signing key
+lives in the source: without `AE_API_JWT_KEY`, development and test use a random key made
+once and kept beside the local data (`jwt_key_path`); production refuses to start.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import secrets
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
 
 import msgspec
+from sqlalchemy.engine import make_url
 
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./var/aether.db"
-DEFAULT_JWT_KEY = "aether-development-key-change-me-please"  # refused in production
 DEFAULT_PAGE_SIZE = 50
 DEFAULT_MAX_PAGE_SIZE = 500
 #: Longest time a revoked key or a deactivated user may still be honoured by another worker
@@ -23,7 +27,10 @@ DEFAULT_MAX_PAGE_SIZE = 500
 MAX_AUTH_CACHE_SECONDS = 5.0
 DEFAULT_UPLOAD_MAX_BYTES = 100 * 1024 * 1024
 DEFAULT_RATE_LIMIT = "600/minute"
-MIN_JWT_KEY_BYTES = 32
+#: The shortest HMAC key each algorithm accepts outside the test environment (RFC 7518 3.2).
+MIN_HMAC_KEY_BYTES = {"HS256": 32, "HS384": 48, "HS512": 64}
+JWT_KEY_FILE = "jwt.key"
+_GENERATED_KEY_BYTES = 64
 _RATE_RE = re.compile(r"^\s*(\d+)\s*/\s*(second|minute|hour)\s*$")
 _PERIODS = {"second": 1, "minute": 60, "hour": 3600}
 _TRUE = {"true", "1", "yes", "on"}
@@ -63,6 +70,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     upload_max_bytes: int = DEFAULT_UPLOAD_MAX_BYTES
     max_page_size: int = DEFAULT_MAX_PAGE_SIZE
     rate_limit: RateLimit = RateLimit(600, 60)
+    login_rate_limit: RateLimit = RateLimit(5, 60)
+    login_address_rate_limit: RateLimit = RateLimit(30, 60)
+    forwarded_allow_ips: str | None = None
     model_modules: tuple[str, ...] = ("models",)
     log_level: str = "INFO"
     log_file: str | None = None
@@ -76,8 +86,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
 
     @property
     def jwt_key(self) -> str:
-        """The HMAC key in force (the development default outside production)."""
-        return str(self.api_jwt_key) if self.api_jwt_key else DEFAULT_JWT_KEY
+        """The HMAC key in force; see `resolve_jwt_key` for settings made without one."""
+        if not self.api_jwt_key:
+            raise SettingsError("AE_API_JWT_KEY is not set")
+        return str(self.api_jwt_key)
 
 
 def read_dotenv(path: Path) -> dict[str, str]:
@@ -186,6 +198,13 @@ def load_settings(
         kwargs["auth_cache_seconds"] = seconds
     if get("AE_RATE_LIMIT"):
         kwargs["rate_limit"] = parse_rate_limit("AE_RATE_LIMIT", get("AE_RATE_LIMIT", ""))
+    for key, name in (
+        ("AE_LOGIN_RATE_LIMIT", "login_rate_limit"),
+        ("AE_LOGIN_ADDRESS_RATE_LIMIT", "login_address_rate_limit"),
+    ):
+        if get(key):
+            kwargs[name] = parse_rate_limit(key, get(key, ""))
+    kwargs["forwarded_allow_ips"] = (get("AE_FORWARDED_ALLOW_IPS") or "").strip() or None
     if get("AE_MODEL_MODULES"):
         kwargs["model_modules"] = _list(get("AE_MODEL_MODULES", ""))
     if get("AE_LOG_LEVEL"):
@@ -202,18 +221,85 @@ def load_settings(
         if get(key):
             kwargs[name] = parse_bool(key, get(key, ""))
     settings = Settings(**kwargs)  # type: ignore[arg-type]  # keys checked above
-    check_production(settings)
-    return settings
+    check_jwt_key(settings)
+    return resolve_jwt_key(settings)
 
 
-def check_production(settings: Settings) -> None:
-    """Production refuses a missing, short or default JWT key."""
-    if settings.env != "production":
-        return
+def check_jwt_key(settings: Settings) -> None:
+    """Refuse a key too short for its algorithms (except under test), or none in production.
+
+    HS256, HS384 and HS512 need keys of at least 32, 48 and 64 bytes (their hash sizes);
+    with public-key algorithms alone the key still derives the cursor key: 32 bytes.
+    """
     key = settings.api_jwt_key
     if not key:
+        if settings.env == "production":
+            raise SettingsError("AE_API_JWT_KEY is required when AE_ENV=production")
+        return
+    if settings.env == "test":
+        return
+    size = len(key.encode())
+    for name in settings.jwt_algorithms or ("HS256",):
+        needed = MIN_HMAC_KEY_BYTES.get(name, MIN_HMAC_KEY_BYTES["HS256"])
+        if size < needed:
+            raise SettingsError(
+                f"AE_API_JWT_KEY must be at least {needed} bytes for {name} (it has {size})"
+            )
+
+
+def jwt_key_path(settings: Settings) -> Path:
+    """Where development keeps its generated key: beside the SQLite database file, else
+    beside the blob directory (both default to `./var`)."""
+    url = make_url(settings.database_url)
+    if url.get_backend_name() == "sqlite" and url.database and url.database != ":memory:":
+        return Path(url.database).parent / JWT_KEY_FILE
+    return Path(settings.blob_dir).parent / JWT_KEY_FILE
+
+
+def resolve_jwt_key(settings: Settings) -> Settings:
+    """`settings` with an HMAC key: its own, else (development and test) the generated one.
+
+    The generated key is made once (random, 64 bytes of entropy) and written with mode 0600;
+    concurrent first starts agree on one key, because the file appears whole or not at all.
+    """
+    if settings.api_jwt_key:
+        return settings
+    if settings.env == "production":
         raise SettingsError("AE_API_JWT_KEY is required when AE_ENV=production")
-    if key == DEFAULT_JWT_KEY:
-        raise SettingsError("AE_API_JWT_KEY is the development default; set a secret of your own")
-    if len(key.encode()) < MIN_JWT_KEY_BYTES and "HS256" in settings.jwt_algorithms:
-        raise SettingsError(f"AE_API_JWT_KEY must be at least {MIN_JWT_KEY_BYTES} bytes")
+    key = Secret(_read_or_create_key(jwt_key_path(settings)))
+    resolved = msgspec.structs.replace(settings, api_jwt_key=key)
+    check_jwt_key(resolved)
+    return resolved
+
+
+def _read_or_create_key(path: Path) -> str:
+    try:
+        return _read_key(path)
+    except FileNotFoundError:
+        pass
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temp = path.with_name(f".{path.name}.{secrets.token_hex(8)}")
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            with os.fdopen(fd, "w", encoding="ascii") as handle:
+                handle.write(secrets.token_urlsafe(_GENERATED_KEY_BYTES) + "\n")
+            with contextlib.suppress(FileExistsError):  # another process made it first
+                os.link(temp, path)
+        finally:
+            temp.unlink(missing_ok=True)
+        return _read_key(path)
+    except OSError as exc:
+        raise SettingsError(
+            f"AE_API_JWT_KEY is not set and the development key {path} cannot be written: {exc}"
+        ) from None
+
+
+def _read_key(path: Path) -> str:
+    try:
+        key = path.read_text(encoding="ascii").strip()
+    except (UnicodeDecodeError, IsADirectoryError, PermissionError) as exc:
+        raise SettingsError(f"cannot read the development JWT key {path}: {exc}") from None
+    if not key:
+        raise SettingsError(f"the development JWT key {path} is empty; remove it to make a new one")
+    return key

@@ -134,6 +134,12 @@ class _Introspector:
         pk = list(table.primary_key.columns)
         if [c.name for c in pk] != ["id"]:
             raise self._fail(table, "the primary key must be the single integer column 'id'")
+        if not self._is_tenant_owned(table) and name != TENANT_TABLE:
+            raise self._fail(
+                table,
+                f"tenant_owned=False is reserved for {TENANT_TABLE!r} itself; every other type "
+                "belongs to one account (drop the option and use TenantMixin)",
+            )
         if self._is_tenant_owned(table) and "account_id" not in table.columns:
             raise self._fail(table, "a tenant-owned table without account_id (use TenantMixin)")
         opts = self.options[name]

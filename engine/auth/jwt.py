@@ -19,13 +19,13 @@ import msgspec
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 from joserfc import jwt as jose_jwt
-from joserfc._rfc7515.model import JWSAlgModel  # re-exported by joserfc.jws, not in __all__
 from joserfc.errors import UnsupportedAlgorithmError
+from joserfc.jwa import JWSAlgModel
 from joserfc.jwk import ECKey, Key, KeySet, OctKey, OKPKey, RSAKey
 from joserfc.jws import JWSRegistry
 
 from engine.errors import UnauthorizedError
-from engine.settings import Settings, SettingsError, check_production
+from engine.settings import Settings, SettingsError, check_jwt_key
 from registry.descriptors import ROLE_ORDER
 
 logger = logging.getLogger(__name__)
@@ -125,13 +125,15 @@ class JwtVerifier:
     @classmethod
     def from_settings(cls, settings: Settings) -> JwtVerifier:
         """Build the verifier; a bad key, file or algorithm raises `SettingsError`."""
-        check_production(settings)
+        check_jwt_key(settings)
         algorithms = settings.jwt_algorithms
         for name in algorithms:
             if name not in KEY_TYPES:
                 raise SettingsError(f"AE_JWT_ALGORITHMS: unsupported algorithm {name!r}")
         hmac_key: OctKey | None = None
         if any(KEY_TYPES[name] == "oct" for name in algorithms):
+            if not settings.api_jwt_key:
+                raise SettingsError("AE_API_JWT_KEY is not set (see resolve_jwt_key)")
             try:
                 hmac_key = OctKey.import_key(settings.jwt_key.encode())
             except ValueError:

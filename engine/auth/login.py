@@ -1,7 +1,10 @@
 """`POST /v3/auth/login`: account slug, email and password in, a bearer JWT out.
 
 Every failure (unknown account, unknown email, wrong password, inactive user) answers the
-same 401 after the same argon2 verification cost.
+same 401 after the same argon2 verification cost. Failed logins have their own, stricter
+limit per account and email and per address (`LoginLimiter`): past it, 429 until the window
+ends, right password or not. The user row is read on a connection that is released before
+the password is verified in a worker thread; `last_login_at` is written afterwards.
 """
 
 from __future__ import annotations
@@ -15,8 +18,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from engine.bodies import decode_struct
-from engine.errors import UnauthorizedError
-from engine.repository import transaction
+from engine.errors import RateLimitedError, UnauthorizedError
+from engine.repository import transaction, translate_errors
 from engine.responses import json_response
 from engine.runtime import get_runtime
 from models.base import utcnow
@@ -37,13 +40,13 @@ _DECODER = msgspec.json.Decoder(LoginRequest)
 async def login_endpoint(request: Request) -> Response:
     rt = get_runtime(request)
     creds = await decode_struct(request, _DECODER, MAX_BODY)
-    decision = await rt.rate_limiter.hit(
-        "login:" + (request.client.host if request.client else "?")
-    )
+    address = request.client.host if request.client else "?"
+    decision = await rt.rate_limiter.hit("login:" + address)
     if not decision.allowed:
-        from engine.errors import RateLimitedError
-
         raise RateLimitedError(int(decision.retry_after or 1))
+    wait = await rt.login_limiter.admit(creds.account, creds.email, address)
+    if wait:
+        raise RateLimitedError(wait, "Too many failed logins; try again later")
     user, account = rt.tables["user"], rt.tables["account"]
     stmt = (
         sa.select(
@@ -58,12 +61,16 @@ async def login_endpoint(request: Request) -> Response:
         .select_from(user.join(account, account.c.id == user.c.account_id))
         .where(account.c.slug == creds.account, user.c.email == creds.email)
     )
-    async with transaction(rt.engine) as conn:
+    async with translate_errors(), rt.engine.connect() as conn:
         row = (await conn.execute(stmt)).mappings().first()
-        stored = row["password_hash"] if row else None
-        ok = await run_in_threadpool(verify_password, creds.password, stored)
-        if not ok or row is None or not row["is_active"] or row["status"] != "active":
-            raise UnauthorizedError("Wrong account, email or password")
+    # The connection is back in the pool while argon2 runs (tens of milliseconds).
+    stored = row["password_hash"] if row else None
+    ok = await run_in_threadpool(verify_password, creds.password, stored)
+    if not ok or row is None or not row["is_active"] or row["status"] != "active":
+        await rt.login_limiter.failed(address)
+        raise UnauthorizedError("Wrong account, email or password")
+    await rt.login_limiter.succeeded(creds.account, creds.email)
+    async with transaction(rt.engine) as conn:
         await conn.execute(
             user.update().where(user.c.id == row["id"]).values(last_login_at=utcnow())
         )

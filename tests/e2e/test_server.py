@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 import secrets
 import signal
+import stat
 import subprocess
 import sys
 import threading
@@ -23,7 +24,6 @@ import httpx
 import pytest
 
 from engine.auth.api_keys import generate_api_key
-from engine.settings import DEFAULT_JWT_KEY
 from tests.e2e.conftest import (
     REPO_ROOT,
     AetherEnv,
@@ -31,6 +31,7 @@ from tests.e2e.conftest import (
     account_args,
     aether_argv,
     aether_env,
+    clean_environ,
     free_port,
     make_env,
     port_open,
@@ -53,7 +54,13 @@ FAILING_APP_ARGV = [
 ]  # fmt: skip
 
 
-WEAK_JWT_KEYS = {"missing": None, "short": "short-key", "development-default": DEFAULT_JWT_KEY}
+#: Each case's environment under AE_ENV=production (None removes a variable).
+WEAK_JWT_KEYS: dict[str, dict[str, str | None]] = {
+    "missing": {"AE_API_JWT_KEY": None},
+    "short": {"AE_API_JWT_KEY": "short-key"},
+    "hs512-five-bytes": {"AE_API_JWT_KEY": "12345", "AE_JWT_ALGORITHMS": "HS512"},
+    "hs512-under-64-bytes": {"AE_API_JWT_KEY": "k" * 63, "AE_JWT_ALGORITHMS": "HS512"},
+}
 
 
 class Refusals:
@@ -66,8 +73,8 @@ class Refusals:
     def __init__(self, env: AetherEnv) -> None:
         self.procs: dict[str, tuple[int, subprocess.Popen[bytes]]] = {}
         self.bound: set[str] = set()
-        for case, jwt_key in WEAK_JWT_KEYS.items():
-            prod = env.with_env(AE_ENV="production", AE_API_JWT_KEY=jwt_key)
+        for case, overrides in WEAK_JWT_KEYS.items():
+            prod = env.with_env(AE_ENV="production", **overrides)
             port = free_port()
             proc = subprocess.Popen(
                 [*aether_argv(), "serve", "--port", str(port)],
@@ -336,7 +343,7 @@ def test_cli_token_is_a_bearer_token(site: Site) -> None:
         assert made.status_code == 201, made.text  # editor may write events
         assert made.json()["account_id"] == site.account["account_id"]
         denied = client.get("/v3/crud/api_key", headers=bearer)
-        assert denied.status_code in (403, 404), denied.text
+        assert denied.status_code == 403, denied.text  # a known type, a role too low
         tampered = client.get("/v3/crud/event", headers={"Authorization": f"Bearer {token[:-2]}xx"})
         assert_problem(tampered, 401)
 
@@ -365,6 +372,29 @@ def test_production_refuses_weak_jwt_keys(refusals: Refusals) -> None:
         assert "AE_API_JWT_KEY" in err, (case, err)
         assert case not in refusals.bound, f"{case}: the port was bound"
         assert "Uvicorn running" not in out + err, case
+
+
+def test_development_defaults_make_their_own_key_like_make_run(tmp_path: Path) -> None:
+    """No AE_* variable at all (a clean clone's `make run`): the CLI and the server share a
+    random key that `var/` keeps with mode 0600, and the tokens it signs are accepted."""
+    work = tmp_path / "clone"
+    work.mkdir()
+    env = AetherEnv(work, clean_environ())
+    try:
+        server = env.launch()
+        env.cli("migrate")
+        slug = f"dev-{secrets.token_hex(4)}"
+        env.create_account(slug)
+        token = env.cli("token", "--account", slug, "--role", "viewer").stdout.strip()
+        key_file = work / "var" / "jwt.key"
+        assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+        assert len(key_file.read_text().strip()) >= 64
+        assert wait_healthy(server), server.describe()
+        with server.client() as client:
+            r = client.get("/v3/crud/event", headers={"Authorization": f"Bearer {token}"})
+        assert r.status_code == 200, r.text
+    finally:
+        env.stop_all()
 
 
 # -- an unexpected error ---------------------------------------------------------------------

@@ -1,8 +1,14 @@
-"""Integration fixtures: an app on a fresh database per backend, with two tenants and keys."""
+"""Integration fixtures: an app on a fresh database per backend, with two tenants and keys.
+
+The app caches in process memory; a module that overrides `cache_backend` with
+`params=["memory", "redis"]` runs its tests on a Redis-backed app as well (a namespace of
+its own per test, removed afterwards).
+"""
 
 from __future__ import annotations
 
 import json
+import secrets
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,14 +18,17 @@ from urllib.parse import unquote
 import httpx
 import jsonschema
 import pytest
+import redis.asyncio as redis
 
 from engine.app import create_app
+from engine.cache import CacheBackend, RedisCache
 from engine.errors import AetherError
 from engine.paths import parse_crud_path
 from engine.provisioning import insert_account, insert_api_key
-from engine.runtime import Runtime
+from engine.runtime import Runtime, build_runtime
 from engine.settings import RateLimit, Settings
 from registry.jsonschema import type_schema
+from tests.backends import check_redis, redis_url, unavailable
 
 
 @dataclass
@@ -39,6 +48,7 @@ class Api:
     a: Tenant
     b: Tenant
     system_key: str
+    app: Any = None  # the ASGI app, for a second client (another address, say)
 
 
 def make_settings(database_url: str, tmp_path: Path, **overrides: object) -> Settings:
@@ -47,6 +57,8 @@ def make_settings(database_url: str, tmp_path: Path, **overrides: object) -> Set
         "database_url": database_url,
         "blob_dir": str(tmp_path / "blobs"),
         "rate_limit": RateLimit(100_000, 60),
+        "login_rate_limit": RateLimit(100_000, 60),
+        "login_address_rate_limit": RateLimit(100_000, 60),
     }
     values.update(overrides)
     return Settings(**values)  # type: ignore[arg-type]
@@ -135,19 +147,54 @@ class ResponseSchemaCheck:
 
 
 @pytest.fixture
-async def api(database_url: str, tmp_path: Path) -> AsyncIterator[Api]:
-    settings = make_settings(database_url, tmp_path)
-    app = create_app(settings)
-    rt: Runtime = app.state.runtime
+def cache_backend() -> str:
+    """Where the app caches: "memory" here; override with params to add "redis"."""
+    return "memory"
+
+
+@pytest.fixture
+async def app_cache(cache_backend: str) -> AsyncIterator[CacheBackend | None]:
+    """None (the app makes its memory cache), or a Redis cache in a fresh namespace."""
+    if cache_backend == "memory":
+        yield None
+        return
+    url = redis_url()
+    try:
+        await check_redis(url)
+    except Exception as exc:
+        unavailable("redis", exc)
+    namespace = f"aether-test:{secrets.token_hex(6)}:"
+    yield RedisCache(url, namespace=namespace)
+    client = redis.from_url(url)
+    try:
+        keys = [key async for key in client.scan_iter(match=namespace + "*")]
+        if keys:
+            await client.delete(*keys)
+    finally:
+        await client.aclose()
+
+
+async def make_api(settings: Settings, cache: CacheBackend | None) -> Api:
+    """An app on `settings` (and `cache`) with tenants alpha and beta and a system key."""
+    rt = build_runtime(settings, cache=cache)
+    app = create_app(settings, runtime=rt)
     a = await make_tenant(rt, "alpha")
     b = await make_tenant(rt, "beta")
     async with rt.engine.begin() as conn:
         system = await insert_api_key(conn, rt.tables, account_id=None, name="sys", role="system")
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(
-        transport=transport,
+    client = httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app),
         base_url="http://aether.test",
         event_hooks={"response": [ResponseSchemaCheck(rt)]},
-    ) as client:
-        yield Api(client=client, runtime=rt, a=a, b=b, system_key=system.key)
-    await rt.close()
+    )
+    return Api(client=client, runtime=rt, a=a, b=b, system_key=system.key, app=app)
+
+
+@pytest.fixture
+async def api(
+    database_url: str, tmp_path: Path, app_cache: CacheBackend | None
+) -> AsyncIterator[Api]:
+    made = await make_api(make_settings(database_url, tmp_path), app_cache)
+    async with made.client:
+        yield made
+    await made.runtime.close()

@@ -31,6 +31,12 @@ PROBLEM_JSON = "application/problem+json"
 PASSWORD = "a very long password"
 
 
+@pytest.fixture(params=["memory", "redis"])
+def cache_backend(request: pytest.FixtureRequest) -> str:
+    """Every test here runs on an app caching in memory and on one caching in Redis."""
+    return str(request.param)
+
+
 def problem(r: httpx.Response) -> dict[str, Any]:
     """A problem body without the fields that differ per request."""
     assert r.headers["content-type"] == PROBLEM_JSON, r.text

@@ -121,6 +121,8 @@ async def test_two_instances_share_values_and_counters(redis_test_url: str, name
         finally:
             await raw.aclose()
         assert 0 < ttl <= 60  # the first increment set the expiry
+        assert await a.count("n") == 3 and await b.count("m") == 50
+        assert await a.count("absent") == 0
 
 
 async def test_dead_redis_answers_from_memory_quickly(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from engine.cache import MemoryCache
-from engine.ratelimit import RateDecision, RateLimiter, rate_limit_headers
+from engine.ratelimit import LoginLimiter, RateDecision, RateLimiter, rate_limit_headers
 from engine.settings import RateLimit, Settings
 
 T0 = 1_700_000_020.0  # 40 s into a minute window (1_699_999_980 is a multiple of 60)
@@ -57,3 +57,32 @@ def test_from_settings_and_bad_arguments() -> None:
     assert (limiter.limit, limiter.period_seconds) == (5, 3600)
     with pytest.raises(ValueError):
         RateLimiter(MemoryCache(), limit=0, period_seconds=60)
+
+
+async def test_peek_does_not_count_and_forget_clears() -> None:
+    cache = MemoryCache()
+    limiter = RateLimiter(cache, limit=2, period_seconds=60)
+    assert (await limiter.peek("a", now=T0)).allowed
+    await limiter.hit("a", now=T0)
+    await limiter.hit("a", now=T0)
+    assert not (await limiter.peek("a", now=T0)).allowed
+    assert (await limiter.peek("a", now=T0 + 20)).allowed  # the next window
+    await limiter.forget("a", now=T0)
+    assert (await limiter.peek("a", now=T0)).allowed
+    assert await cache.count("nothing") == 0
+
+
+async def test_login_limiter_counts_attempts_per_account_and_failures_per_address() -> None:
+    now = [T0]
+    login = LoginLimiter(MemoryCache(), RateLimit(2, 60), RateLimit(3, 60), clock=lambda: now[0])
+    assert await login.admit("alpha", "Ann@x.test", "10.0.0.1") == 0
+    assert await login.admit("ALPHA", "ann@x.test", "10.0.0.1") == 0  # case-blind key
+    assert await login.admit("alpha", "ann@x.test", "10.0.0.1") == 20  # third attempt
+    await login.succeeded("alpha", "ann@x.test")
+    assert await login.admit("alpha", "ann@x.test", "10.0.0.1") == 0
+    for _ in range(3):
+        await login.failed("10.0.0.2")
+    assert await login.admit("beta", "bob@x.test", "10.0.0.2") == 20
+    assert await login.admit("beta", "bob@x.test", "10.0.0.3") == 0
+    now[0] += 60
+    assert await login.admit("beta", "bob@x.test", "10.0.0.2") == 0

@@ -259,3 +259,24 @@ def test_load_models_names_the_module_that_fails(
         load_models([name])
     with pytest.raises(RegistryError, match=r"'aether_missing_models'"):
         load_models(["aether_missing_models"])
+
+
+@pytest.mark.parametrize("with_account_id", [False, True])
+def test_a_shared_type_is_refused_except_account_itself(with_account_id: bool) -> None:
+    """`tenant_owned=False` is how `account` is declared; on any other type list and create
+    would fail at run time (nothing scopes or fills them), so start-up refuses it."""
+    base = fresh_base()
+    mixins = (TenantMixin,) if with_account_id else ()
+
+    class Country(PublicIdMixin, *mixins, TimestampMixin, base):  # type: ignore[valid-type,misc]
+        __tablename__ = "country"
+        __aether__ = ModelOptions(tenant_owned=False)
+        name: Mapped[str] = mapped_column(String(50))
+
+    with pytest.raises(RegistryError, match=r"'country'.*tenant_owned=False.*'account'"):
+        introspect(base)
+
+
+def test_the_account_type_itself_is_not_tenant_owned() -> None:
+    registry = introspect(fresh_base())
+    assert not registry["account"].tenant_owned

@@ -19,7 +19,7 @@ from joserfc.jws import JWSRegistry
 
 from engine.auth.jwt import TOKEN_ERROR_DETAIL, JwtVerifier
 from engine.errors import UnauthorizedError
-from engine.settings import Secret, Settings, SettingsError
+from engine.settings import Secret, Settings, SettingsError, resolve_jwt_key
 
 NOW = 1_700_000_000
 SECRET = "a-test-hmac-secret-that-is-long-enough-0123456789"
@@ -247,8 +247,9 @@ def test_issue_refuses_bad_role_and_needs_an_hmac_key(verifiers: Verifiers) -> N
         verifiers.rs.issue(sub="u", acct="a", role="viewer", ttl_seconds=60)
 
 
-def test_default_settings_issue_and_verify_now() -> None:
-    verifier = JwtVerifier.from_settings(Settings())
+def test_default_settings_issue_and_verify_now(tmp_path: Path) -> None:
+    settings = resolve_jwt_key(Settings(database_url=f"sqlite+aiosqlite:///{tmp_path / 'a.db'}"))
+    verifier = JwtVerifier.from_settings(settings)
     token = verifier.issue(sub="usr_1", acct="acc_1", role="owner", ttl_seconds=900)
     assert verifier.verify(token).role == "owner"
 
@@ -306,9 +307,22 @@ def test_jwks_private_keys_are_reduced_to_public(tmp_path: Path) -> None:
             jwt_jwks_file=write_jwks(tmp / "o.json", [OctKey.generate_key(256)]),
         ),
         lambda tmp: Settings(jwt_algorithms=("RS256",), jwt_public_key_file=str(tmp / "absent")),
-        lambda tmp: Settings(env="production"),  # check_production: no key
+        lambda tmp: Settings(env="production"),  # check_jwt_key: no key
+        lambda tmp: Settings(),  # no key, and none resolved (resolve_jwt_key)
+        lambda tmp: Settings(
+            env="production", api_jwt_key=Secret("k" * 63), jwt_algorithms=("HS512",)
+        ),
     ],
-    ids=["alg-none", "rs-without-key", "pem-as-hmac", "oct-in-jwks", "missing-pem", "prod-no-key"],
+    ids=[
+        "alg-none",
+        "rs-without-key",
+        "pem-as-hmac",
+        "oct-in-jwks",
+        "missing-pem",
+        "prod-no-key",
+        "no-key",
+        "hs512-short-key",
+    ],
 )
 def test_bad_configuration_fails_at_start(
     tmp_path: Path, make_settings: Callable[[Path], Settings]

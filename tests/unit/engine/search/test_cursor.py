@@ -103,3 +103,21 @@ def test_length_cap_and_types() -> None:
     ) == [decimal.Decimal("1.50")]
     with pytest.raises(ValueError):
         encode_cursor([1], sort_signature=SIG, key=b"short")
+
+
+def test_a_cursor_is_aes_gcm_bound_to_its_query() -> None:
+    """Version byte, 96-bit nonce, AES-GCM ciphertext and 128-bit tag; the version and the
+    query signature are the associated data, so neither can be swapped."""
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    token = encode_cursor([7, "Gala"], sort_signature=SIG, key=KEY)
+    raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+    version, nonce, sealed = raw[:1], raw[1:13], raw[13:]
+    plain = AESGCM(KEY).decrypt(nonce, sealed, version + SIG.encode())
+    assert plain == b'[7,"Gala"]'
+
+
+@pytest.mark.parametrize("size", [15, 17, 31, 33, 64])
+def test_the_key_must_be_an_aes_key(size: int) -> None:
+    with pytest.raises(ValueError):
+        encode_cursor([1], sort_signature=SIG, key=b"k" * size)

@@ -1,0 +1,126 @@
+"""Settings: the JWT key (never one from the source), login limits and proxy headers."""
+
+from __future__ import annotations
+
+import os
+import stat
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+import engine.settings as settings_module
+from engine.settings import (
+    JWT_KEY_FILE,
+    RateLimit,
+    Settings,
+    SettingsError,
+    load_settings,
+    resolve_jwt_key,
+)
+
+
+def env_for(tmp_path: Path, **extra: str) -> dict[str, str]:
+    return {"AE_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'data' / 'a.db'}", **extra}
+
+
+def test_no_signing_key_lives_in_the_source() -> None:
+    assert not hasattr(settings_module, "DEFAULT_JWT_KEY")
+    with pytest.raises(SettingsError, match="AE_API_JWT_KEY"):
+        _ = Settings().jwt_key
+
+
+def test_development_generates_one_key_beside_the_database(tmp_path: Path) -> None:
+    first = load_settings(env_for(tmp_path), dotenv=None)
+    assert first.env == "development"
+    path = tmp_path / "data" / JWT_KEY_FILE
+    assert path.is_file()
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert len(first.jwt_key.encode()) >= 64
+    again = load_settings(env_for(tmp_path), dotenv=None)
+    assert again.jwt_key == first.jwt_key
+    other = load_settings(env_for(tmp_path / "elsewhere"), dotenv=None)
+    assert other.jwt_key != first.jwt_key
+
+
+def test_generated_key_without_sqlite_goes_beside_the_blob_dir(tmp_path: Path) -> None:
+    settings = Settings(
+        database_url="postgresql+asyncpg://u@db/x", blob_dir=str(tmp_path / "var" / "blobs")
+    )
+    resolved = resolve_jwt_key(settings)
+    assert (tmp_path / "var" / JWT_KEY_FILE).read_text().strip() == resolved.jwt_key
+
+
+def test_concurrent_first_starts_agree_on_one_key(tmp_path: Path) -> None:
+    settings = Settings(database_url=f"sqlite+aiosqlite:///{tmp_path / 'a.db'}")
+    with ThreadPoolExecutor(8) as pool:
+        keys = set(pool.map(lambda _: resolve_jwt_key(settings).jwt_key, range(16)))
+    assert len(keys) == 1
+    assert sorted(os.listdir(tmp_path)) == [JWT_KEY_FILE]
+
+
+def test_a_key_of_its_own_is_kept_and_no_file_written(tmp_path: Path) -> None:
+    settings = load_settings(env_for(tmp_path, AE_API_JWT_KEY="k" * 32), dotenv=None)
+    assert settings.jwt_key == "k" * 32
+    assert not (tmp_path / "data").exists()
+
+
+def test_production_without_a_key_refuses_to_start(tmp_path: Path) -> None:
+    with pytest.raises(SettingsError, match="AE_API_JWT_KEY is required"):
+        load_settings(env_for(tmp_path, AE_ENV="production"), dotenv=None)
+    assert not (tmp_path / "data").exists()
+
+
+@pytest.mark.parametrize("env", ["development", "production"])
+@pytest.mark.parametrize(("alg", "size"), [("HS256", 32), ("HS384", 48), ("HS512", 64)])
+def test_every_non_test_environment_refuses_a_short_key(
+    tmp_path: Path, env: str, alg: str, size: int
+) -> None:
+    values = env_for(tmp_path, AE_ENV=env, AE_JWT_ALGORITHMS=alg)
+    with pytest.raises(SettingsError, match=f"at least {size} bytes for {alg}"):
+        load_settings({**values, "AE_API_JWT_KEY": "k" * (size - 1)}, dotenv=None)
+    ok = load_settings({**values, "AE_API_JWT_KEY": "k" * size}, dotenv=None)
+    assert ok.jwt_key == "k" * size
+
+
+def test_production_refuses_a_five_byte_hs512_key(tmp_path: Path) -> None:
+    values = env_for(tmp_path, AE_ENV="production", AE_JWT_ALGORITHMS="HS512")
+    with pytest.raises(SettingsError, match="AE_API_JWT_KEY"):
+        load_settings({**values, "AE_API_JWT_KEY": "short"}, dotenv=None)
+
+
+def test_the_test_environment_accepts_any_key(tmp_path: Path) -> None:
+    values = env_for(tmp_path, AE_ENV="test", AE_API_JWT_KEY="short")
+    assert load_settings(values, dotenv=None).jwt_key == "short"
+
+
+def test_login_limits_and_forwarded_ips(tmp_path: Path) -> None:
+    defaults = load_settings(env_for(tmp_path), dotenv=None)
+    assert defaults.login_rate_limit == RateLimit(5, 60)
+    assert defaults.login_address_rate_limit == RateLimit(30, 60)
+    assert defaults.forwarded_allow_ips is None
+    values = env_for(
+        tmp_path,
+        AE_LOGIN_RATE_LIMIT="3/hour",
+        AE_LOGIN_ADDRESS_RATE_LIMIT="10/minute",
+        AE_FORWARDED_ALLOW_IPS=" 10.0.0.1,10.0.0.2 ",
+    )
+    set_ = load_settings(values, dotenv=None)
+    assert set_.login_rate_limit == RateLimit(3, 3600)
+    assert set_.login_address_rate_limit == RateLimit(10, 60)
+    assert set_.forwarded_allow_ips == "10.0.0.1,10.0.0.2"
+    with pytest.raises(SettingsError, match="AE_LOGIN_RATE_LIMIT"):
+        load_settings(env_for(tmp_path, AE_LOGIN_RATE_LIMIT="lots"), dotenv=None)
+
+
+def test_serve_passes_the_trusted_proxies_to_uvicorn(tmp_path: Path) -> None:
+    from engine.cli import build_parser, uvicorn_options
+
+    args = build_parser().parse_args(["serve", "--port", "9000"])
+    plain = uvicorn_options(load_settings(env_for(tmp_path), dotenv=None), args)
+    assert plain["proxy_headers"] is False and plain["port"] == 9000
+    trusting = uvicorn_options(
+        load_settings(env_for(tmp_path, AE_FORWARDED_ALLOW_IPS="10.0.0.0/8"), dotenv=None), args
+    )
+    assert trusting["proxy_headers"] is True
+    assert trusting["forwarded_allow_ips"] == "10.0.0.0/8"

@@ -101,11 +101,12 @@ class UTCDateTime(TypeDecorator[dt.datetime]):
     def result_processor(
         self, dialect: Dialect, coltype: object
     ) -> Callable[[Any], dt.datetime | None] | None:
-        """Per-value work only where the driver leaves it: asyncpg already gives aware UTC
-        (the session's time zone is UTC); MariaDB and SQLite give naive UTC, made aware by
-        one C-level call per value."""
+        """One cheap call per value, no TypeDecorator machinery: MariaDB and SQLite give naive
+        UTC, made aware here; asyncpg gives aware UTC (the session's time zone is UTC) except
+        for its two sentinels, 0001-01-01T00:00:00 and 9999-12-31T23:59:59.999999, which it
+        returns naive (`datetime.min`/`max`)."""
         if dialect.name == "postgresql":
-            return None
+            return _aware_or_none
         impl = self.impl_instance.result_processor(dialect, coltype)
 
         def aware(value: Any) -> dt.datetime | None:
@@ -124,6 +125,12 @@ class UTCDateTime(TypeDecorator[dt.datetime]):
         if moment.tzinfo is None:
             return moment.replace(tzinfo=dt.UTC)
         return moment.astimezone(dt.UTC)
+
+
+def _aware_or_none(value: dt.datetime | None) -> dt.datetime | None:
+    if value is None or value.tzinfo is not None:
+        return value
+    return _as_utc(value)
 
 
 def _as_utc(value: dt.datetime) -> dt.datetime:

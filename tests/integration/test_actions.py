@@ -319,7 +319,9 @@ async def test_database_failure_leaves_no_rows_and_no_blob(
     before = blob_files(api.runtime)
 
     async def broken(*args: object, **kwargs: object) -> list[int]:
-        raise sa_exc.OperationalError("INSERT", {}, Exception("connection lost"))
+        raise sa_exc.OperationalError(
+            "INSERT", {}, Exception("connection lost"), connection_invalidated=True
+        )
 
     monkeypatch.setattr(upload_module, "insert_event_files", broken)
     r = await upload(api, event["id"], [("file", ("a.pdf", PDF, "application/pdf"))])

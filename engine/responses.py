@@ -27,12 +27,12 @@ def public_row(row: Mapping[str, Any]) -> dict[str, Any]:
 def json_response(
     body: Any, status: int = 200, headers: Mapping[str, str] | None = None
 ) -> Response:
-    response = Response(_ENCODER.encode(body), status_code=status, media_type="application/json")
-    for key, value in PRIVATE_HEADERS.items():
-        response.headers[key] = value
-    for key, value in (headers or {}).items():
-        response.headers[key] = value
-    return response
+    return Response(
+        _ENCODER.encode(body),
+        status_code=status,
+        headers={**PRIVATE_HEADERS, **headers} if headers else PRIVATE_HEADERS,
+        media_type="application/json",
+    )
 
 
 def not_modified(etag: str) -> Response:

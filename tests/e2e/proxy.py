@@ -11,6 +11,7 @@ import contextlib
 import select
 import socket
 import threading
+import time
 from urllib.parse import urlsplit, urlunsplit
 
 POLL_SECONDS = 0.05
@@ -62,10 +63,16 @@ class TcpProxy:
             _close(sock)
 
     def blackhole(self) -> None:
-        """Keep accepting but stop moving bytes in either direction."""
+        """Keep accepting but stop moving bytes in either direction.
+
+        Returns once every pump has seen the change: a pump already waiting in select()
+        forwards what arrives during that one poll, so a request sent right after would
+        otherwise slip through.
+        """
         if self._listener is None:
             self._listen()
         self._set_mode(BLACKHOLE)
+        time.sleep(2 * POLL_SECONDS)
 
     def resume(self) -> None:
         """Forward again on the same port (held connections continue)."""

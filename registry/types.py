@@ -210,6 +210,14 @@ def is_time_zone(name: str) -> bool:
     return True
 
 
+def _check_syntax(body: bytes) -> None:
+    """Raise `BodyError(malformed=True)` when `body` is not JSON text at all."""
+    try:
+        msgspec.json.decode(body)
+    except (msgspec.DecodeError, RecursionError, UnicodeDecodeError) as exc:
+        raise BodyError(f"malformed JSON: {exc}", malformed=True) from exc
+
+
 def split_validation_error(exc: msgspec.ValidationError) -> tuple[str, str]:
     """Split msgspec's `... - at `$.x[1]`` into (message, sub-path `.x[1]`)."""
     text = str(exc)
@@ -237,6 +245,8 @@ class WriteDecoder:
         try:
             raw = msgspec.json.decode(body, type=dict[str, msgspec.Raw])
         except msgspec.ValidationError as exc:
+            # `[1, 2` fails as "not an object" before its end is read: syntax comes first.
+            _check_syntax(body)
             raise BodyError(f"the body must be a JSON object ({exc})", malformed=False) from exc
         except (msgspec.DecodeError, RecursionError, UnicodeDecodeError) as exc:
             raise BodyError(f"malformed JSON: {exc}", malformed=True) from exc

@@ -127,5 +127,5 @@ API_KEY = OperationSpec(
             "content": {"application/json": {"schema": _OBJECT}},
         }
     },
-    errors=(400, 401, 403, 422, 429, 503),
+    errors=(400, 401, 403, 413, 415, 422, 429, 503),
 )

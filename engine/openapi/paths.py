@@ -158,7 +158,7 @@ def _fixed_paths() -> Schema:
                 "auth",
                 None,
                 **public,
-                errors=(400, 401, 415, 422, 429, 503),
+                errors=(400, 401, 413, 415, 422, 429, 503),
                 requestBody=_body(_ref("LoginRequest")),
                 responses={"200": _json("A bearer token.", _ref("Token"))},
             )

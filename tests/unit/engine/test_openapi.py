@@ -12,6 +12,7 @@ from openapi_spec_validator import validate
 from starlette.applications import Starlette
 
 import models  # noqa: F401  (registers the domain models on Base)
+from engine.actions import specs
 from engine.docs import ASSETS, docs_response, docs_routes, swagger_ui_dir
 from engine.errors import AetherError
 from engine.openapi import OperationSpec, build_openapi, openapi_routes
@@ -315,3 +316,17 @@ def test_packaged_swagger_ui_renders_openapi_3_1() -> None:
     match = re.search(r"swagger-ui-(\d+)\.", swagger_ui_dir().name)
     assert match is not None, swagger_ui_dir()
     assert int(match.group(1)) >= 5, f"{swagger_ui_dir().name} cannot render OpenAPI 3.1"
+
+
+def test_every_json_body_documents_400_413_and_415() -> None:
+    """One body reader serves every JSON route: not JSON is 400, too large 413, another
+    media type 415 (SPEC 5)."""
+    doc = build_openapi(REGISTRY, actions=[UPLOAD, specs.API_KEY], version="1.2.3")
+    for path, item in doc["paths"].items():
+        for method, op in item.items():
+            if method == "parameters" or "requestBody" not in op:
+                continue
+            if "application/json" not in op["requestBody"]["content"]:
+                continue
+            for status in ("400", "413", "415", "422"):
+                assert status in op["responses"], (method, path, status)

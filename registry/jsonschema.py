@@ -15,11 +15,14 @@ import msgspec
 
 from registry.descriptors import FieldInfo, ObjectType, Registry
 from registry.operators import operators_for
+from registry.types import EMAIL_PATTERN, time_zone_names
 
 DIALECT = "https://json-schema.org/draft/2020-12/schema"
 CRUD_PREFIX = "/v3/crud"
 ID_PATTERN = "^[A-Za-z0-9_-]{22}$"
 DECIMAL_PATTERN = r"^-?[0-9]+(\.[0-9]+)?$"
+#: No NUL character in text: PostgreSQL cannot store one, so no backend is offered one.
+NO_NUL_PATTERN = "^[^\\x00]*$"
 
 #: Formats defined by draft 2020-12. Anything else (`iana-timezone`) is emitted as
 #: `x-format`, so strict validators that refuse unknown formats still accept the schema.
@@ -52,6 +55,7 @@ Schema = dict[str, Any]
 
 __all__ = [
     "DIALECT",
+    "NO_NUL_PATTERN",
     "collection_paths",
     "create_schema",
     "ecma_pattern",
@@ -177,17 +181,20 @@ def _value_schema(field: FieldInfo, defs: Schema) -> Schema:
                 schema["items"] = {"type": field.items}
     else:
         schema = {"type": "string"}
+    if field.format == "iana-timezone":
+        schema["enum"] = list(time_zone_names())
     if kind in ("string", "id", "reference", "enum"):
         if field.max_length is not None:
             schema["maxLength"] = field.max_length
         if field.min_length is not None:
             schema["minLength"] = field.min_length
-    if field.pattern:
-        pattern = ecma_pattern(field.pattern)
+    for pattern in _patterns(field):
         if "pattern" in schema:
             schema.setdefault("allOf", []).append({"pattern": pattern})
         else:
             schema["pattern"] = pattern
+    if kind == "array" and schema.get("items") == {"type": "string"}:
+        schema["items"] = {"type": "string", "pattern": NO_NUL_PATTERN}
     # A decimal travels as a string, where `minimum` would silently not apply.
     bound = "x-" if kind == "decimal" else ""
     for key, value in (
@@ -201,6 +208,20 @@ def _value_schema(field: FieldInfo, defs: Schema) -> Schema:
         key = "format" if field.format in STANDARD_FORMATS else "x-format"
         schema[key] = field.format
     return schema
+
+
+def _patterns(field: FieldInfo) -> list[str]:
+    """The patterns a written string of `field` must match, as the write path checks them:
+    the model's own (or the e-mail syntax), and no NUL anywhere."""
+    if field.kind != "string":
+        return [ecma_pattern(field.pattern)] if field.pattern else []
+    if field.pattern:
+        return [ecma_pattern(field.pattern), NO_NUL_PATTERN]
+    if field.format == "email":
+        return [EMAIL_PATTERN]  # refuses control characters, NUL included
+    if field.enum is not None or field.format == "iana-timezone":
+        return []  # an `enum` says it all
+    return [NO_NUL_PATTERN]
 
 
 def _nullable(schema: Schema) -> Schema:

@@ -253,7 +253,9 @@ def _shared_parameters(max_page: int) -> Schema:
         "limit": _query(
             "limit", "Page size.", {"type": "integer", "minimum": 1, "maximum": max_page}
         ),
-        "offset": _query("offset", "Rows to skip.", {"type": "integer", "minimum": 0}),
+        "offset": _query(
+            "offset", "Rows to skip.", {"type": "integer", "minimum": 0, "maximum": 2**31 - 1}
+        ),
         "after": _query("after", "The `next` cursor of the previous page.", {"type": "string"}),
         "sort": _query("sort", "Comma-separated keys, `-` for descending.", {"type": "string"}),
         "fields": _query("fields", "Comma-separated fields; `id` always.", {"type": "string"}),
@@ -307,7 +309,7 @@ def _type_components(obj: ObjectType, registry: Registry, max_page: int) -> Sche
             "required": [n for n in create["required"] if n != obj.parent.field],
         }
     out[f"{name}.filter"] = filter_schema(obj, FILTER_REF)
-    out[f"{name}.search"] = search_schema(obj, max_page, FILTER_REF)
+    out[f"{name}.search"] = search_schema(obj, max_page, FILTER_REF, registry)
     out[f"{name}.list"] = {
         "title": f"{obj.title} list",
         "type": "object",

@@ -257,9 +257,6 @@ def _shared_parameters(max_page: int) -> Schema:
             "offset", "Rows to skip.", {"type": "integer", "minimum": 0, "maximum": 2**31 - 1}
         ),
         "after": _query("after", "The `next` cursor of the previous page.", {"type": "string"}),
-        "sort": _query("sort", "Comma-separated keys, `-` for descending.", {"type": "string"}),
-        "fields": _query("fields", "Comma-separated fields; `id` always.", {"type": "string"}),
-        "include": _query("include", "Relations to embed, dotted for depth.", {"type": "string"}),
         "count": _query("count", "Add `total` to the envelope.", {"type": "boolean"}),
         "IfMatch": _header("If-Match", "ETag the change is based on; stale answers 412."),
         "IfNoneMatch": _header("If-None-Match", "A matching ETag answers 304."),

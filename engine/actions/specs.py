@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from engine.openapi import WRITE_ERRORS, OperationSpec
+from registry.jsonschema import NO_NUL_PATTERN
 
 _BINARY = {"type": "string", "format": "binary"}
 _BLOB_HEADERS = {
@@ -116,7 +117,12 @@ API_KEY = OperationSpec(
         "additionalProperties": False,
         "required": ["name"],
         "properties": {
-            "name": {"type": "string", "minLength": 1, "maxLength": 100},
+            "name": {
+                "type": "string",
+                "minLength": 1,
+                "maxLength": 100,
+                "pattern": NO_NUL_PATTERN,
+            },
             "role": {"type": "string", "enum": ["viewer", "editor", "admin", "owner"]},
             "expires_at": {"type": ["string", "null"], "format": "date-time"},
         },

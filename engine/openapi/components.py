@@ -12,7 +12,7 @@ from typing import Any
 
 from engine import errors
 from registry.descriptors import ObjectType, Registry
-from registry.jsonschema import ID_PATTERN, map_refs, type_schema
+from registry.jsonschema import ID_PATTERN, NO_NUL_PATTERN, map_refs, type_schema
 from registry.searchschema import filter_schema, search_schema
 
 Schema = dict[str, Any]
@@ -192,9 +192,27 @@ def _shared_schemas() -> Schema:
         "required": ["account", "email", "password"],
         "additionalProperties": False,
         "properties": {
-            "account": {"type": "string", "description": "The account's slug."},
-            "email": {"type": "string", "format": "email", "maxLength": 320},
-            "password": {"type": "string", "writeOnly": True},
+            "account": {
+                "type": "string",
+                "description": "The account's slug.",
+                "minLength": 1,
+                "maxLength": 63,
+                "pattern": NO_NUL_PATTERN,
+            },
+            "email": {
+                "type": "string",
+                "format": "email",
+                "minLength": 3,
+                "maxLength": 320,
+                "pattern": NO_NUL_PATTERN,
+            },
+            "password": {
+                "type": "string",
+                "writeOnly": True,
+                "minLength": 1,
+                "maxLength": 1024,
+                "pattern": NO_NUL_PATTERN,
+            },
         },
     }
     entry = {

@@ -206,3 +206,17 @@ async def test_unauthenticated_requests_are_401_before_the_path_is_checked(
     _problem(r, 401)
     authenticated = await api.client.request(method, path, headers=api.a.headers())
     assert authenticated.status_code in (200, 404, 405), authenticated.text
+
+
+# -- login and action bodies as their schemas say -------------------------------------------
+
+
+async def test_login_and_api_key_bodies_with_nul_are_client_errors(api: Api) -> None:
+    creds = json.loads(_login(api))
+    for key in ("account", "email", "password"):
+        body = json.dumps({**creds, key: creds[key] + "\x00"}).encode()
+        r = await _send(api, "POST", "/v3/auth/login", body, None, auth=False)
+        assert r.status_code in (401, 422), (key, r.status_code, r.text)
+    body = json.dumps({"name": "k\x00", "role": "viewer"}).encode()
+    r = await _send(api, "POST", "/v3/action/api_key", body, None)
+    assert _problem(r, 422)["errors"][0]["path"] == "name"

@@ -21,7 +21,11 @@ from hypothesis import strategies as st
 from jsonschema import Draft202012Validator, FormatChecker
 from openapi_spec_validator import validate as validate_openapi
 
+import models  # noqa: F401  (registers the domain models on Base)
+from models.base import Base
+from registry import introspect
 from registry.jsonschema import NO_NUL_PATTERN, collection_paths
+from registry.searchschema import include_paths
 from tests.integration.conftest import Api
 
 EVENT = {"name": "Gala", "starts_at": "2027-03-14T09:00:00+01:00", "ends_at": None}
@@ -99,7 +103,7 @@ def _wrong(prop: dict[str, Any]) -> list[Any]:
     if prop.get("format") == "date-time":
         out += ["2027-03-14T09:00:00", "2027-03-14", "2027-13-01T00:00:00Z", 1_700_000_000]
     if "enum" in prop:
-        out += [str(prop["enum"][0]).upper(), "", "Mars/Olympus"]
+        out += [str(prop["enum"][0]).upper(), ""]
     if "pattern" in prop:
         out += ["has space", "é" * 3]
     if "string" in kinds:
@@ -379,12 +383,16 @@ async def test_update_decision_equals_schema_decision(
 
 # -- search bodies --------------------------------------------------------------------------
 
+REGISTRY = introspect(Base)
 SEARCH_TEXT = st.text(TEXT, max_size=4) | st.sampled_from(["a\x00b", "Gala"])
 
 
-@st.composite
-def search_body(draw: st.DrawFn, sort_keys: list[str], includes: list[str]) -> dict[str, Any]:
-    """A search body on `event`, inside or just outside what its schema allows."""
+def _search_body() -> st.SearchStrategy[dict[str, Any]]:
+    """Search bodies on `event`, inside or just outside what its schema allows."""
+    event = REGISTRY["event"]
+    sortable = [f.name for f in event.fields if f.sortable][:2]
+    sort_keys = [*sortable, *(f"-{k}" for k in sortable), "nope"]
+    includes = [*include_paths(event, REGISTRY), "nope", "event_session.nope"]
     filters = {
         "name": SEARCH_TEXT | st.fixed_dictionaries({"_icontains": SEARCH_TEXT}),
         "capacity": st.fixed_dictionaries(
@@ -394,39 +402,33 @@ def search_body(draw: st.DrawFn, sort_keys: list[str], includes: list[str]) -> d
             {"_in": st.lists(st.sampled_from(["open", "draft", "Open"]), max_size=2)}
         ),
         "ends_at": st.none(),
-        "event_session": st.fixed_dictionaries({"_some": st.just({"room": "A1"})}),
+        "event_session": st.just({"_some": {"room": "A1"}}),
     }
-    relation = st.sampled_from([*includes, "nope", "event_session.nope"])
-    too_deep = st.sampled_from(["event_session.event.event_session.event"])
+    too_deep = "event_session.event.event_session.event"
     optional = {
         "filter": st.none() | st.fixed_dictionaries({}, optional=filters),
-        "sort": st.none() | st.lists(st.sampled_from([*sort_keys, "nope"]), max_size=3),
-        "include": st.none() | st.lists(relation | too_deep, max_size=2),
+        "sort": st.none() | st.lists(st.sampled_from(sort_keys), max_size=3),
+        "include": st.none() | st.lists(st.sampled_from([*includes, too_deep]), max_size=2),
         "fields": st.none() | st.lists(st.sampled_from(["id", "name", "nope"]), max_size=2),
         "limit": st.sampled_from([None, 0, 1, 10.0, 1.5, 500, 501, 2**70, True, "5"]),
         "offset": st.sampled_from([None, 0, 5, 2**31 - 1, 2**31, -1]),
         "count": st.sampled_from([None, True, "yes"]),
     }
-    body: dict[str, Any] = draw(st.fixed_dictionaries({}, optional=optional))
-    return body
+    return st.fixed_dictionaries({}, optional=optional)
 
 
-_OPENAPI: dict[int, dict[str, Any]] = {}
+_OPENAPI: dict[int, Draft202012Validator] = {}
 
 
 @HYPOTHESIS
-@given(data=st.data())
-async def test_search_decision_equals_schema_decision(api: Api, data: st.DataObject) -> None:
+@given(body=_search_body())
+async def test_search_decision_equals_schema_decision(api: Api, body: dict[str, Any]) -> None:
     if id(api) not in _OPENAPI:
         _OPENAPI.clear()
-        _OPENAPI[id(api)] = (await api.client.get("/openapi.json")).json()
-    spec = _OPENAPI[id(api)]
-    search = spec["components"]["schemas"]["event.search"]
-    sort_keys = search["properties"]["sort"]["items"]["enum"][:4]
-    includes = search["properties"]["include"]["items"]["enum"]
-    body = data.draw(search_body(sort_keys, includes), label="body")
-    check = Draft202012Validator({**spec, "$ref": "#/components/schemas/event.search"})
-    accepted = check.is_valid(body)
+        spec = (await api.client.get("/openapi.json")).json()
+        search = {**spec, "$ref": "#/components/schemas/event.search"}
+        _OPENAPI[id(api)] = Draft202012Validator(search)
+    accepted = _OPENAPI[id(api)].is_valid(body)
     r = await api.client.post("/v3/crud/event/search", json=body, headers=api.a.headers())
     assert r.status_code in (200, 422), (body, r.status_code, r.text)
     assert (r.status_code == 200) == accepted, (body, accepted, r.text)

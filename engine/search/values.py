@@ -83,6 +83,8 @@ def parse_date(value: object) -> dt.date:
 
 
 def parse_integer(value: object) -> int:
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)  # JSON Schema's `integer` includes 10.0, as a write does
     if isinstance(value, bool) or not isinstance(value, int):
         raise ValueError("expected an integer")
     if not INT64_MIN <= value <= INT64_MAX:

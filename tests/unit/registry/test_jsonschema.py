@@ -581,3 +581,18 @@ def test_search_schema_decides_as_the_parser(name: str, data: st.DataObject) -> 
     except AetherError:
         parser_ok = False
     assert schema_ok == parser_ok, (body, schema_ok)
+
+
+@pytest.mark.parametrize(
+    "value", [10.0, -219.0, 2.0**53, 1.5, 2**63, -(2**63) - 1, 2.0**63, "5", True]
+)
+def test_integer_filter_values_decide_as_the_schema(value: Any) -> None:
+    """JSON Schema's `integer` includes 10.0; so does a filter on an integer field."""
+    for body in ({"filter": {"capacity": value}}, {"filter": {"version": {"_in": [1, value]}}}):
+        schema_ok = _search_validator("event").is_valid(body)
+        try:
+            parse_search(body, REGISTRY["event"], REGISTRY, max_page_size=500)
+            parser_ok = True
+        except AetherError:
+            parser_ok = False
+        assert schema_ok == parser_ok, (body, schema_ok)

@@ -1,12 +1,15 @@
-"""Reading request bodies: size caps while streaming, no compressed bodies, strict decoding.
+"""Reading request bodies: JSON media types, size caps while streaming, strict decoding.
 
-`read_body` refuses a body past its cap without reading the rest (413) and any
-`Content-Encoding` (415: we never decompress). `decode_struct` decodes a small JSON body into
-a msgspec Struct, mapping msgspec's errors to 400 (malformed) or 422 (with the path).
+`read_body` refuses a declared `Content-Type` other than JSON (415: `application/json`,
+`application/*+json`, parameters allowed, or none at all), any `Content-Encoding` (415: we
+never decompress) and a body past its cap without reading the rest (413). `decode_struct`
+decodes a small JSON body into a msgspec Struct: text that is not JSON is 400 whatever its
+shape, JSON of the wrong shape 422 with the path (syntax first, shape second).
 """
 
 from __future__ import annotations
 
+import re
 from typing import TypeVar
 
 import msgspec
@@ -22,10 +25,45 @@ from registry.types import split_validation_error
 
 MAX_JSON_BODY = 1024 * 1024
 T = TypeVar("T")
+ACCEPTED_MEDIA_TYPES = "application/json or application/*+json"
+#: `type/subtype` as RFC 9110 spells a media type (tokens), parameters after a `;`.
+_TOKEN = r"[!#$%&'*+.^_`|~0-9A-Za-z-]+"
+_JSON_MEDIA_TYPE = re.compile(rf"application/(?:json|{_TOKEN}\+json)", re.IGNORECASE)
+
+
+def is_json_media_type(content_type: str | None) -> bool:
+    """Whether a `Content-Type` value (None when absent) declares a JSON body.
+
+    >>> [is_json_media_type(v) for v in (None, "application/json; charset=utf-8", "text/plain")]
+    [True, True, False]
+    """
+    if content_type is None:
+        return True
+    media_type = content_type.split(";", 1)[0].strip()
+    return _JSON_MEDIA_TYPE.fullmatch(media_type) is not None
+
+
+def check_json_media_type(request: Request) -> None:
+    """415 unless the request declares a JSON body or no `Content-Type` at all."""
+    declared = request.headers.get("content-type")
+    if not is_json_media_type(declared):
+        shown = (declared or "")[:100]
+        raise UnsupportedMediaTypeError(
+            f"The body must be {ACCEPTED_MEDIA_TYPES} (or have no Content-Type), not {shown!r}"
+        )
+
+
+def check_json_syntax(body: bytes) -> None:
+    """400 when `body` is not JSON text at all, whatever shape was expected of it."""
+    try:
+        msgspec.json.decode(body)
+    except (msgspec.DecodeError, RecursionError, UnicodeDecodeError) as exc:
+        raise BadRequestError(f"malformed JSON: {exc}") from exc
 
 
 async def read_body(request: Request, limit: int = MAX_JSON_BODY) -> bytes:
-    """The request body, refused past `limit` bytes without reading the rest."""
+    """The JSON request body, refused past `limit` bytes without reading the rest."""
+    check_json_media_type(request)
     encoding = request.headers.get("content-encoding", "identity").strip().lower()
     if encoding not in ("", "identity"):
         raise UnsupportedMediaTypeError("Compressed request bodies are not accepted")
@@ -52,6 +90,7 @@ async def decode_struct(request: Request, decoder: msgspec.json.Decoder[T], limi
     try:
         return decoder.decode(body)
     except msgspec.ValidationError as exc:
+        check_json_syntax(body)  # a type error may come before the text is even finished
         message, path = split_validation_error(exc)
         raise ValidationError.single(path.lstrip("."), message) from exc
     except (msgspec.DecodeError, RecursionError, UnicodeDecodeError) as exc:

@@ -72,8 +72,8 @@ ID_ATTEMPTS = 3
 async def crud_endpoint(request: Request) -> Response:
     """The single entry point for `/v3/crud/{path}`."""
     rt = get_runtime(request)
-    path = parse_crud_path(crud_segments(request), rt.registry)
     principal = await authenticate(request)
+    path = parse_crud_path(crud_segments(request), rt.registry)
     method = request.method
     if path.target == "index":
         _allow(method, ("GET",))

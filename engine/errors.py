@@ -115,12 +115,17 @@ class ValidationError(AetherError):
     ) -> None:
         errors = list(islice(errors, MAX_ERRORS))
         if detail is None:
-            detail = "; ".join(f"{e['path']}: {e['message']}" for e in errors[:5]) or None
+            detail = "; ".join(_entry(e) for e in errors[:5]) or None
         super().__init__(detail, errors=errors)
 
     @classmethod
     def single(cls, path: str, message: str) -> ValidationError:
         return cls([ErrorDetail(path, message)])
+
+
+def _entry(error: Mapping[str, str]) -> str:
+    """`path: message`, or the message alone when it is about the whole body (no path)."""
+    return f"{error['path']}: {error['message']}" if error["path"] else error["message"]
 
 
 class PreconditionRequiredError(AetherError):

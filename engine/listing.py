@@ -35,6 +35,7 @@ from engine.search import (
     keyset_predicate,
     order_by_clauses,
     parse_search,
+    query_integer,
 )
 from engine.search.nodes import Include, SearchSpec
 from registry.descriptors import ObjectType, Relation
@@ -54,8 +55,7 @@ def body_from_query(params: Mapping[str, str]) -> dict[str, Any]:
             errors.append({"path": key, "message": "unknown query parameter"})
     for key in ("limit", "offset"):
         if key in params:
-            raw = params[key]
-            body[key] = int(raw) if raw.strip().lstrip("-").isdigit() and len(raw) < 19 else raw
+            body[key] = query_integer(params[key])
     if "after" in params:
         body["after"] = params["after"]
     for key in ("sort", "fields", "include"):  # comma-separated, as parse_search reads them

@@ -8,6 +8,7 @@ sorting, links) and the index served at `GET /v3/crud/schema`. No SQLAlchemy her
 from __future__ import annotations
 
 import copy
+import functools
 from collections.abc import Callable
 from typing import Any, Literal
 
@@ -15,10 +16,13 @@ import msgspec
 
 from registry.descriptors import PUBLIC_ID_PATTERN, FieldInfo, ObjectType, Registry
 from registry.operators import operators_for
+from registry.types import EMAIL_PATTERN, time_zone_names
 
 DIALECT = "https://json-schema.org/draft/2020-12/schema"
 CRUD_PREFIX = "/v3/crud"
 DECIMAL_PATTERN = r"^-?[0-9]+(\.[0-9]+)?$"
+#: No NUL character in text: PostgreSQL cannot store one, so no backend is offered one.
+NO_NUL_PATTERN = "^[^\\x00]*$"
 
 #: Formats defined by draft 2020-12. Anything else (`iana-timezone`) is emitted as
 #: `x-format`, so strict validators that refuse unknown formats still accept the schema.
@@ -51,6 +55,7 @@ Schema = dict[str, Any]
 
 __all__ = [
     "DIALECT",
+    "NO_NUL_PATTERN",
     "collection_paths",
     "create_schema",
     "ecma_pattern",
@@ -176,17 +181,20 @@ def _value_schema(field: FieldInfo, defs: Schema) -> Schema:
                 schema["items"] = {"type": field.items}
     else:
         schema = {"type": "string"}
+    if field.format == "iana-timezone":
+        schema["pattern"] = time_zone_pattern()
     if kind in ("string", "id", "reference", "enum"):
         if field.max_length is not None:
             schema["maxLength"] = field.max_length
         if field.min_length is not None:
             schema["minLength"] = field.min_length
-    if field.pattern:
-        pattern = ecma_pattern(field.pattern)
+    for pattern in _patterns(field):
         if "pattern" in schema:
             schema.setdefault("allOf", []).append({"pattern": pattern})
         else:
             schema["pattern"] = pattern
+    if kind == "array" and schema.get("items") == {"type": "string"}:
+        schema["items"] = {"type": "string", "pattern": NO_NUL_PATTERN}
     # A decimal travels as a string, where `minimum` would silently not apply.
     bound = "x-" if kind == "decimal" else ""
     for key, value in (
@@ -200,6 +208,32 @@ def _value_schema(field: FieldInfo, defs: Schema) -> Schema:
         key = "format" if field.format in STANDARD_FORMATS else "x-format"
         schema[key] = field.format
     return schema
+
+
+def _patterns(field: FieldInfo) -> list[str]:
+    """The patterns a written string of `field` must match, as the write path checks them:
+    the model's own (or the e-mail syntax), and no NUL anywhere."""
+    if field.kind != "string":
+        return [ecma_pattern(field.pattern)] if field.pattern else []
+    if field.pattern:
+        return [ecma_pattern(field.pattern), NO_NUL_PATTERN]
+    if field.format == "email":
+        return [EMAIL_PATTERN]  # refuses control characters, NUL included
+    if field.enum is not None or field.format == "iana-timezone":
+        return []  # an `enum` or the list of zone names says it all
+    return [NO_NUL_PATTERN]
+
+
+@functools.cache
+def time_zone_pattern() -> str:
+    """Exactly the IANA zone names a write accepts, as an ECMA-262 alternation.
+
+    A `pattern` rather than an `enum`: client generators turn an enum into identifiers, and
+    `Etc/GMT+1` and `Etc/GMT-1` (among others) collide there.
+    """
+    syntax = set("^$\\.*+?()[]{}|")
+    names = ("".join("\\" + c if c in syntax else c for c in n) for n in time_zone_names())
+    return "^(" + "|".join(names) + ")$"
 
 
 def _nullable(schema: Schema) -> Schema:

@@ -19,12 +19,16 @@ from engine.repository import fetch_one, transaction
 from engine.responses import etag_for, json_response, public_row
 from models.base import utcnow
 from registry.descriptors import TenantRole, role_at_least
+from registry.jsonschema import NO_NUL_PATTERN
+from registry.types import python_pattern
 
 MAX_BODY = 16 * 1024
 
 
 class ApiKeyRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
-    name: Annotated[str, msgspec.Meta(min_length=1, max_length=100)]
+    name: Annotated[
+        str, msgspec.Meta(min_length=1, max_length=100, pattern=python_pattern(NO_NUL_PATTERN))
+    ]
     role: TenantRole = "viewer"
     expires_at: Annotated[dt.datetime, msgspec.Meta(tz=True)] | None = None
 

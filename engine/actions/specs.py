@@ -6,6 +6,7 @@ from typing import Any
 
 from engine.openapi import WRITE_ERRORS, OperationSpec
 from registry.descriptors import TENANT_ROLES
+from registry.jsonschema import NO_NUL_PATTERN
 
 _BINARY = {"type": "string", "format": "binary"}
 _BLOB_HEADERS = {
@@ -117,7 +118,12 @@ API_KEY = OperationSpec(
         "additionalProperties": False,
         "required": ["name"],
         "properties": {
-            "name": {"type": "string", "minLength": 1, "maxLength": 100},
+            "name": {
+                "type": "string",
+                "minLength": 1,
+                "maxLength": 100,
+                "pattern": NO_NUL_PATTERN,
+            },
             "role": {"type": "string", "enum": list(TENANT_ROLES)},
             "expires_at": {"type": ["string", "null"], "format": "date-time"},
         },
@@ -128,5 +134,5 @@ API_KEY = OperationSpec(
             "content": {"application/json": {"schema": _OBJECT}},
         }
     },
-    errors=(400, 401, 403, 422, 429, 503),
+    errors=(400, 401, 403, 413, 415, 422, 429, 503),
 )

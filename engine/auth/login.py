@@ -24,14 +24,20 @@ from engine.responses import json_response
 from engine.runtime import get_runtime
 from models.base import utcnow
 from models.security import verify_password
+from registry.jsonschema import NO_NUL_PATTERN
+from registry.types import python_pattern
 
 MAX_BODY = 8 * 1024
 
 
+#: No NUL: no database compares it as the client meant (SPEC 8); the OpenAPI schema says so.
+_NO_NUL = python_pattern(NO_NUL_PATTERN)
+
+
 class LoginRequest(msgspec.Struct, forbid_unknown_fields=True):
-    account: Annotated[str, msgspec.Meta(min_length=1, max_length=63)]
-    email: Annotated[str, msgspec.Meta(min_length=3, max_length=320)]
-    password: Annotated[str, msgspec.Meta(min_length=1, max_length=1024)]
+    account: Annotated[str, msgspec.Meta(min_length=1, max_length=63, pattern=_NO_NUL)]
+    email: Annotated[str, msgspec.Meta(min_length=3, max_length=320, pattern=_NO_NUL)]
+    password: Annotated[str, msgspec.Meta(min_length=1, max_length=1024, pattern=_NO_NUL)]
 
 
 _DECODER = msgspec.json.Decoder(LoginRequest)

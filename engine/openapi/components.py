@@ -12,7 +12,7 @@ from typing import Any
 
 from engine import errors
 from registry.descriptors import PUBLIC_ID_PATTERN, ObjectType, Registry
-from registry.jsonschema import map_refs, type_schema
+from registry.jsonschema import NO_NUL_PATTERN, map_refs, type_schema
 from registry.searchschema import filter_schema, search_schema
 
 Schema = dict[str, Any]
@@ -192,9 +192,27 @@ def _shared_schemas() -> Schema:
         "required": ["account", "email", "password"],
         "additionalProperties": False,
         "properties": {
-            "account": {"type": "string", "description": "The account's slug."},
-            "email": {"type": "string", "format": "email", "maxLength": 320},
-            "password": {"type": "string", "writeOnly": True},
+            "account": {
+                "type": "string",
+                "description": "The account's slug.",
+                "minLength": 1,
+                "maxLength": 63,
+                "pattern": NO_NUL_PATTERN,
+            },
+            "email": {
+                "type": "string",
+                "format": "email",
+                "minLength": 3,
+                "maxLength": 320,
+                "pattern": NO_NUL_PATTERN,
+            },
+            "password": {
+                "type": "string",
+                "writeOnly": True,
+                "minLength": 1,
+                "maxLength": 1024,
+                "pattern": NO_NUL_PATTERN,
+            },
         },
     }
     entry = {
@@ -253,11 +271,10 @@ def _shared_parameters(max_page: int) -> Schema:
         "limit": _query(
             "limit", "Page size.", {"type": "integer", "minimum": 1, "maximum": max_page}
         ),
-        "offset": _query("offset", "Rows to skip.", {"type": "integer", "minimum": 0}),
+        "offset": _query(
+            "offset", "Rows to skip.", {"type": "integer", "minimum": 0, "maximum": 2**31 - 1}
+        ),
         "after": _query("after", "The `next` cursor of the previous page.", {"type": "string"}),
-        "sort": _query("sort", "Comma-separated keys, `-` for descending.", {"type": "string"}),
-        "fields": _query("fields", "Comma-separated fields; `id` always.", {"type": "string"}),
-        "include": _query("include", "Relations to embed, dotted for depth.", {"type": "string"}),
         "count": _query("count", "Add `total` to the envelope.", {"type": "boolean"}),
         "IfMatch": _header("If-Match", "ETag the change is based on; stale answers 412."),
         "IfNoneMatch": _header("If-None-Match", "A matching ETag answers 304."),
@@ -307,7 +324,7 @@ def _type_components(obj: ObjectType, registry: Registry, max_page: int) -> Sche
             "required": [n for n in create["required"] if n != obj.parent.field],
         }
     out[f"{name}.filter"] = filter_schema(obj, FILTER_REF)
-    out[f"{name}.search"] = search_schema(obj, max_page, FILTER_REF)
+    out[f"{name}.search"] = search_schema(obj, max_page, FILTER_REF, registry)
     out[f"{name}.list"] = {
         "title": f"{obj.title} list",
         "type": "object",

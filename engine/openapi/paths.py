@@ -22,9 +22,11 @@ from engine.openapi.components import (
     _json,
     _operation,
     _path_param,
+    _query,
     _ref,
 )
 from registry.descriptors import PUBLIC_ID_PATTERN, ObjectType, Registry
+from registry.searchschema import include_paths
 
 
 class OperationSpec(msgspec.Struct, frozen=True, kw_only=True):
@@ -157,7 +159,7 @@ def _fixed_paths() -> Schema:
                 "auth",
                 None,
                 **public,
-                errors=(400, 401, 415, 422, 429, 503),
+                errors=(400, 401, 413, 415, 422, 429, 503),
                 requestBody=_body(_ref("LoginRequest")),
                 responses={"200": _json("A bearer token.", _ref("Token"))},
             )
@@ -181,8 +183,33 @@ def _chains(registry: Registry, name: str) -> list[list[ObjectType]]:
     return [[], *(root_first[-k:] for k in range(1, len(root_first) + 1))]
 
 
-def _list_parameters(name: str) -> list[Schema]:
-    shared = ("limit", "offset", "after", "sort", "fields", "include", "count")
+def _names_pattern(names: list[str], prefix: str = "") -> str:
+    """A comma-separated list of `names` (each after an optional `prefix`), or nothing."""
+    if not names:
+        return "^$"
+    one = prefix + "(" + "|".join(n.replace(".", "\\.") for n in names) + ")"
+    return f"^({one}(,{one})*)?$"
+
+
+def _list_parameters(obj: ObjectType, registry: Registry) -> list[Schema]:
+    """The list query: shared paging parameters, and `sort`, `fields` and `include` whose
+    patterns list this type's names, as the search body's enums do."""
+    name = obj.name
+    shared = ("limit", "offset", "after", "count")
+    readable = [f.name for f in obj.fields if f.is_readable]
+    sortable = [f.name for f in obj.fields if f.is_readable and f.sortable]
+    names = {
+        "sort": ("Comma-separated keys, `-` for descending.", _names_pattern(sortable, "-?")),
+        "fields": ("Comma-separated fields; `id` always.", _names_pattern(readable)),
+        "include": (
+            "Relations to embed, dotted for depth.",
+            _names_pattern(include_paths(obj, registry)),
+        ),
+    }
+    listed = [
+        _query(key, text, {"type": "string", "pattern": pattern})
+        for key, (text, pattern) in names.items()
+    ]
     filter_param = {
         "name": "filter",
         "in": "query",
@@ -190,7 +217,7 @@ def _list_parameters(name: str) -> list[Schema]:
         "description": "A filter in the search grammar, as URL-encoded JSON.",
         "content": {"application/json": {"schema": _ref(f"{name}.filter")}},
     }
-    return [*(_ref(p, "parameters") for p in shared), filter_param]
+    return [*(_ref(p, "parameters") for p in shared), *listed, filter_param]
 
 
 def _type_paths(obj: ObjectType, registry: Registry, schemas: Schema) -> Schema:
@@ -213,7 +240,7 @@ def _type_paths(obj: ObjectType, registry: Registry, schemas: Schema) -> Schema:
             "list",
             f"List {name}",
             read,
-            parameters=_list_parameters(name),
+            parameters=_list_parameters(obj, registry),
             responses={"200": _json("A page of objects.", _ref(f"{name}.list"))},
         )
         if perms.create:

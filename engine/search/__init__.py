@@ -38,6 +38,7 @@ from engine.search.parse import (
     parse_include,
     parse_search,
     parse_sort,
+    query_integer,
 )
 
 __all__ = [
@@ -67,6 +68,7 @@ __all__ = [
     "parse_include",
     "parse_search",
     "parse_sort",
+    "query_integer",
     "query_signature",
     "render_filter",
     "scope_predicate",

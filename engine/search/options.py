@@ -8,9 +8,7 @@ from engine.search._common import Errors, collect, relation_names, visible_relat
 from engine.search.nodes import Include, SortKey
 from registry.descriptors import ObjectType, Registry, Relation
 from registry.hints import did_you_mean
-from registry.searchschema import MAX_NAMES
-
-MAX_INCLUDE_DEPTH = 3
+from registry.searchschema import MAX_INCLUDE_DEPTH, MAX_NAMES
 
 
 def names_of(value: object, path: str, errors: Errors) -> list[tuple[str, str]]:

@@ -84,6 +84,8 @@ def parse_date(value: object) -> dt.date:
 
 
 def parse_integer(value: object) -> int:
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)  # JSON Schema's `integer` includes 10.0, as a write does
     if isinstance(value, bool) or not isinstance(value, int):
         raise ValueError("expected an integer")
     if not INT64_MIN <= value <= INT64_MAX:
@@ -94,9 +96,10 @@ def parse_integer(value: object) -> int:
 def parse_number(value: object) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ValueError("expected a number")
-    if isinstance(value, int):
-        parse_integer(value)
-    result = float(value)
+    try:  # 10**20 is the number 1e20, as JSON Schema sees it
+        result = float(value)
+    except OverflowError:
+        raise ValueError("expected a finite number") from None
     if not math.isfinite(result):
         raise ValueError("expected a finite number")
     return result

@@ -5,6 +5,7 @@ with the tenant's API key, bounded in examples and time, checking that no reques
 5xx and that every response matches the documented schema. Exits with schemathesis's code.
 
     .venv/bin/python -m tests.fuzz.run_schemathesis [--max-examples 20] [--include REGEX]
+        [--checks not_a_server_error,response_schema_conformance,positive_data_acceptance]
 """
 
 from __future__ import annotations
@@ -29,6 +30,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-time", type=int, default=150, help="seconds for the whole run")
     parser.add_argument("--include", default=DEFAULT_INCLUDE, help="path regex of operations")
     parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument(
+        "--checks",
+        default=CHECKS,
+        help="schemathesis checks; add positive_data_acceptance to see where the API refuses "
+        "what the schema allows (references, uniqueness and cursors are refused by design)",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
     args = parser.parse_args(argv)
     st = shutil.which("st", path=str(BIN))
@@ -47,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
                 "--header",
                 f"X-API-Key: {server.api_key}",
                 "--checks",
-                CHECKS,
+                args.checks,
                 "--max-examples",
                 str(args.max_examples),
                 "--max-time",

@@ -2,21 +2,26 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from typing import Any
 
 import jsonschema
+import msgspec
 import pytest
-from hypothesis import given
+from hypothesis import assume, given
 from hypothesis import strategies as st
 from jsonschema import Draft202012Validator
 
 import models  # noqa: F401  (registers the domain models on Base)
+from engine.errors import AetherError
+from engine.search import parse_search
 from models.base import Base
 from registry import introspect
 from registry.descriptors import FieldInfo, ObjectType, Registry
 from registry.jsonschema import (
     DIALECT,
+    NO_NUL_PATTERN,
     collection_paths,
     create_schema,
     ecma_pattern,
@@ -27,6 +32,7 @@ from registry.jsonschema import (
 )
 from registry.operators import operators_for
 from registry.searchschema import filter_schema, search_schema
+from registry.types import WriteDecoder, WriteErrors
 
 REGISTRY: Registry = introspect(Base)
 NAMES = list(REGISTRY.types)
@@ -323,7 +329,8 @@ def test_array_items_and_date() -> None:
     tags = field_schema(
         FieldInfo(name="tags", column="tags", kind="array", items="string", nullable=False)
     )
-    assert tags == {"type": "array", "items": {"type": "string"}, "title": "Tags"}
+    no_nul = {"type": "string", "pattern": NO_NUL_PATTERN}
+    assert tags == {"type": "array", "items": no_nul, "title": "Tags"}
     day = field_schema(FieldInfo(name="day", column="day", kind="date", nullable=False))
     assert day["format"] == "date"
 
@@ -392,9 +399,10 @@ def test_event_code_schema_accepts_what_the_pattern_allows(code: str) -> None:
 # -- search grammar -----------------------------------------------------------------------
 
 
+@functools.cache
 def _search_validator(name: str) -> Draft202012Validator:
     defs = {f"{o.name}.filter": filter_schema(o) for o in REGISTRY}
-    return Draft202012Validator({"$defs": defs, **search_schema(REGISTRY[name])})
+    return Draft202012Validator({"$defs": defs, **search_schema(REGISTRY[name], registry=REGISTRY)})
 
 
 def test_filter_schema_accepts_the_spec_example() -> None:
@@ -436,3 +444,155 @@ def test_filter_schema_accepts_the_spec_example() -> None:
 )
 def test_filter_schema_refuses(body: dict[str, Any]) -> None:
     assert not _search_validator("event").is_valid(body)
+
+
+# -- the schema says what the API checks (agreement without a database) ------------------------
+
+#: Text with NUL and control characters, time zone names real and not, e-mail spellings.
+ODD_TEXT = (
+    *("UTC", "Europe/Paris", "America/Argentina/Buenos_Aires", "Etc/GMT+5", "Factory"),
+    *("Mars/Olympus", "utc", "Europe/paris", "../etc/passwd", "", "Europe/Paris\x00"),
+    *("ada@example.com", "a b@c.d", "x@y", "x\x00@y.z", "@b.c", "a@b.c"),
+)
+TEXTLIKE = (
+    st.text(st.characters(exclude_categories=("Cs",)), max_size=12)
+    | st.sampled_from(ODD_TEXT)
+    | st.builds(lambda a, b: f"{a}\x00{b}", st.text(max_size=3), st.text(max_size=3))
+)
+#: Every writable string (and string-array) field a PATCH may set, by type.
+TEXT_FIELDS = [
+    (o.name, f.name)
+    for o in REGISTRY
+    if o.permissions.update
+    for f in o.fields
+    if f.is_writable and not f.write_once and (f.kind == "string" or f.items == "string")
+]
+
+
+@functools.cache
+def _update_validator(name: str) -> Draft202012Validator:
+    return validator(doc(name), "update")
+
+
+def _api_accepts_update(name: str, body: dict[str, Any]) -> bool:
+    raw = {k: msgspec.Raw(msgspec.json.encode(v)) for k, v in body.items()}
+    try:
+        WriteDecoder(REGISTRY[name]).update(raw, current={})
+    except WriteErrors:
+        return False
+    return True
+
+
+def test_text_rules_have_fields_to_cover() -> None:
+    names = {f for _, f in TEXT_FIELDS}
+    assert {"name", "timezone", "email", "tags"} <= names, names
+
+
+@pytest.mark.parametrize(("name", "field"), TEXT_FIELDS)
+@given(value=TEXTLIKE)
+def test_text_field_schema_decides_as_the_write_path(name: str, field: str, value: str) -> None:
+    """NUL, IANA time zones and e-mail syntax: the schema refuses exactly what a write does."""
+    # Python's `$` also matches before a final newline, ECMA-262's does not (tested above).
+    assume(not value.endswith("\n"))
+    prop = doc(name)["$defs"]["update"]["properties"][field]
+    body = {field: [value] if "array" in prop["type"] else value}
+    schema_ok = _update_validator(name).is_valid(body)
+    assert schema_ok == _api_accepts_update(name, body), (name, body, schema_ok)
+
+
+def test_time_zones_and_nul_are_patterns() -> None:
+    props = doc("event")["$defs"]["create"]["properties"]
+    zones = props["timezone"]["pattern"]
+    assert re.search(zones, "Etc/GMT+1") and re.search(zones, "Europe/Paris")
+    assert not re.search(zones, "Etc/GMT+1x") and not re.search(zones, "Mars/Olympus")
+    assert props["name"]["pattern"] == NO_NUL_PATTERN
+    assert {"pattern": NO_NUL_PATTERN} in props["code"]["allOf"]
+    email = doc("user")["$defs"]["create"]["properties"]["email"]
+    assert email["format"] == "email" and re.search(email["pattern"], "ada@example.com")
+
+
+# -- the search body: schema decision equals the parser's ------------------------------------
+
+SEARCH_TYPES = ["event", "event_session", "account"]
+
+
+def _relation_names() -> list[str]:
+    return sorted({r.name for o in REGISTRY for r in (o.parent, *o.references, *o.children) if r})
+
+
+def _sort_keys(name: str) -> list[str]:
+    """Two sortable fields both ways (so some lists name a field twice), one field that is
+    not sortable, one unknown."""
+    fields = REGISTRY[name].fields
+    keys = [f.name for f in fields if f.is_readable and f.sortable][:2]
+    plain = [f.name for f in fields if f.is_readable and not f.sortable][:1]
+    return [*keys, *(f"-{k}" for k in keys), *plain, "nope"]
+
+
+TEXT_VALUE = st.text(max_size=4) | st.just("a\x00b")
+
+
+@st.composite
+def search_body(draw: st.DrawFn, name: str) -> dict[str, Any]:
+    filters = {
+        "event": {
+            "name": TEXT_VALUE | st.fixed_dictionaries({"_icontains": TEXT_VALUE}),
+            "capacity": st.fixed_dictionaries(
+                {"_gt": st.integers(-(2**70), 2**70) | st.sampled_from([1.5, 10.0])}
+            ),
+            "status": st.fixed_dictionaries(
+                {"_in": st.lists(st.sampled_from(["open", "draft", "Open"]), max_size=2)}
+            ),
+            "ends_at": st.none(),
+            "timezone": st.sampled_from(["UTC", "Mars/Olympus"]),
+        },
+        "event_session": {
+            "room": st.none() | TEXT_VALUE,
+            "title": st.fixed_dictionaries({"_startswith": TEXT_VALUE}),
+        },
+        "account": {
+            "name": TEXT_VALUE,
+            "slug": st.fixed_dictionaries({"_nin": st.lists(TEXT_VALUE, max_size=2)}),
+        },
+    }[name]
+    relation = st.lists(st.sampled_from(_relation_names()), min_size=1, max_size=4).map(".".join)
+    optional = {
+        "filter": st.none() | st.fixed_dictionaries({}, optional=filters),
+        "sort": st.none() | st.lists(st.sampled_from(_sort_keys(name)), max_size=3),
+        "include": st.none() | st.lists(relation, max_size=2),
+        "fields": st.none() | st.lists(st.sampled_from(["id", "name", "nope"]), max_size=2),
+        "limit": st.sampled_from([None, 0, 1, 10.0, 1.5, 500, 501, 2**70, True, "5"]),
+        "offset": st.sampled_from([None, 0, 5, 2**31 - 1, 2**31, -1]),
+        "after": st.none() | st.just("opaque"),
+        "count": st.sampled_from([None, True, "yes"]),
+    }
+    body: dict[str, Any] = draw(st.fixed_dictionaries({}, optional=optional))
+    return body
+
+
+@pytest.mark.parametrize("name", SEARCH_TYPES)
+@given(data=st.data())
+def test_search_schema_decides_as_the_parser(name: str, data: st.DataObject) -> None:
+    body = data.draw(search_body(name), label="body")
+    schema_ok = _search_validator(name).is_valid(body)
+    try:
+        parse_search(body, REGISTRY[name], REGISTRY, max_page_size=500)
+        parser_ok = True
+    except AetherError:
+        parser_ok = False
+    assert schema_ok == parser_ok, (body, schema_ok)
+
+
+@pytest.mark.parametrize(
+    "value", [10.0, -219.0, 2.0**53, 1.5, 2**63, -(2**63) - 1, 2.0**63, "5", True]
+)
+def test_integer_filter_values_decide_as_the_schema(value: Any) -> None:
+    """JSON Schema's `integer` includes 10.0; so does a filter on an integer field."""
+    for body in ({"filter": {"capacity": value}}, {"filter": {"version": {"_in": [1, value]}}}):
+        schema_ok = _search_validator("event").is_valid(body)
+        try:
+            parse_search(body, REGISTRY["event"], REGISTRY, max_page_size=500)
+            parser_ok = True
+        except AetherError:
+            parser_ok = False
+        assert schema_ok == parser_ok, (body, schema_ok)

@@ -34,7 +34,6 @@ from engine.search.nodes import (
     Some,
 )
 from engine.search.options import (
-    MAX_INCLUDE_DEPTH,
     default_sort,
     fields_of,
     include_of,
@@ -47,7 +46,7 @@ from engine.search.values import check_text, parse_scalar
 from registry.descriptors import FieldInfo, ObjectType, Registry
 from registry.hints import did_you_mean
 from registry.operators import ALL_OPERATORS, operators_for
-from registry.searchschema import MAX_IN_VALUES, MAX_NAMES, MAX_TEXT_LENGTH
+from registry.searchschema import MAX_IN_VALUES, MAX_INCLUDE_DEPTH, MAX_NAMES, MAX_TEXT_LENGTH
 
 __all__ = [
     "MAX_CONDITIONS",

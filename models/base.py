@@ -15,7 +15,17 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from sqlalchemy import BigInteger, DateTime, ForeignKey, Integer, MetaData, String
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+)
 from sqlalchemy.dialects import mysql
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, declared_attr, mapped_column
@@ -186,6 +196,50 @@ class Base(DeclarativeBase):
         if table is not None:  # full Unicode on MariaDB whatever the server's default
             for key, value in MARIADB_TABLE_OPTIONS.items():
                 table.dialect_options["mysql"][key] = value
+            add_sort_indexes(table, cls.__dict__.get("__aether__", ModelOptions()))
+
+
+def index_serves_sort(column: Column[Any]) -> bool:
+    """Whether one index orders `column` the way a sort on it reads on every database.
+
+    Text sorts by code point (a collation the column's own index does not follow on
+    MariaDB), and NULL sorts first ascending (which PostgreSQL's default index order does
+    not follow): both are sorted by the database instead.
+    """
+    return not column.nullable and not isinstance(column.type, String)
+
+
+def sort_index_keys(table: Table, options: ModelOptions) -> list[tuple[str, ...]]:
+    """The column lists of the indexes that let every keyset page walk an index.
+
+    Each sortable column the index can serve, led by `account_id` (every list is scoped to
+    an account), ends with `id` (the tie-breaker, in the same direction); the default sort
+    also gets one under the parent key, for nested lists.
+    """
+    scope = ("account_id",) if "account_id" in table.c else ()
+    parent = [c.name for c in table.c if c.info.get("parent")]
+    keys: list[tuple[str, ...]] = []
+    for column in table.c:
+        sortable = column.info.get("sortable") and column.name != "id_random"
+        if sortable and index_serves_sort(column):
+            keys.append((*scope, column.name, "id"))
+    default = [name.lstrip("-") for name in options.default_sort]
+    if default and all(n in table.c and index_serves_sort(table.c[n]) for n in default):
+        keys.append((*scope, *default, "id"))
+        if parent and parent[0] not in scope:
+            keys.append((*scope, parent[0], *default, "id"))
+    unique: list[tuple[str, ...]] = []
+    for key in keys:
+        if key not in unique:
+            unique.append(key)
+    return unique
+
+
+def add_sort_indexes(table: Table, options: ModelOptions) -> None:
+    existing = {tuple(c.name for c in index.columns) for index in table.indexes}
+    for key in sort_index_keys(table, options):
+        if key not in existing:
+            Index(f"ix_{table.name}_{'_'.join(key)}", *(table.c[name] for name in key))
 
 
 class PublicIdMixin:

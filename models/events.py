@@ -54,10 +54,7 @@ class Event(PublicIdMixin, TenantMixin, TimestampMixin, Base):
         title="Event",
         description="Something that happens: a conference, a fair, a gala.",
     )
-    __table_args__ = (
-        UniqueConstraint("account_id", "code"),
-        Index("ix_event_account_id_starts_at", "account_id", "starts_at"),
-    )
+    __table_args__ = (UniqueConstraint("account_id", "code"),)
 
     name: Mapped[str] = mapped_column(
         String(200), nullable=False, info={"sortable": True, "title": "Name"}
@@ -195,10 +192,7 @@ EVENT_FILE_ROLES = list(get_args(EventFileRole))
 class EventFile(PublicIdMixin, TenantMixin, TimestampMixin, Base):
     __tablename__ = "event_file"
     __aether__ = ModelOptions(default_sort=("position",), title="Event file")
-    __table_args__ = (
-        Index("ix_event_file_account_id_event_id_position", "account_id", "event_id", "position"),
-        Index("ix_event_file_account_id_file_id", "account_id", "file_id"),
-    )
+    __table_args__ = (Index("ix_event_file_account_id_file_id", "account_id", "file_id"),)
 
     event_id: Mapped[int] = _event_fk()
     file_id: Mapped[int] = mapped_column(

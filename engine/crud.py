@@ -53,6 +53,7 @@ from engine.responses import (
 from engine.runtime import Runtime, get_runtime
 from engine.schemas import schema_index_response, type_schema_response
 from engine.scoping import (
+    account_public_id,
     ancestor_types,
     bind_params,
     locate,
@@ -222,7 +223,7 @@ async def read_item(
         account_id = await scope_account(conn, rt, principal, path)
         row = await fetch_item(conn, rt, path, account_id, fields=fields)
         names = _item_names(plan, fields)
-        item = plan.public(row, names)
+        item = plan.public(row, names, account_public_id(principal, path))
         if includes:
             pk = int(row[len(names)])
             await attach_includes(conn, rt, obj, [item], [pk], include_tree(includes), account_id)
@@ -336,20 +337,13 @@ async def create_item(
     stored = dict(row._mapping)
     for field in plan.readable:  # the owning account is a reference no body carries
         if field.references == "account" and field.name not in values:
-            stored[field.name] = _account_public_id(principal, path)
+            stored[field.name] = account_public_id(principal, path)
     item = _written(plan, stored, values)
     return json_response(
         item,
         status=201,
         headers={"ETag": etag_for(1), "Location": _item_url(request, item["id"])},
     )
-
-
-def _account_public_id(principal: Principal, path: CrudPath) -> str | None:
-    if not principal.is_system:
-        return principal.account_public_id
-    first = path.ancestors[0] if path.ancestors else None
-    return first.public_id if first is not None and first.obj.name == "account" else None
 
 
 async def _insert(conn: AsyncConnection, plan: ReadPlan, columns: dict[str, Any]) -> Row[Any]:
@@ -411,7 +405,7 @@ async def update_item(
         account_id = await scope_account(conn, rt, principal, path)
         for _ in range(UPDATE_ATTEMPTS):
             row = await fetch_item(conn, rt, path, account_id)
-            current = plan.public(row)
+            current = plan.public(row, None, account_public_id(principal, path))
             version = int(row[len(plan.names) + 1])
             _check_if_match(if_match, version)
             try:

@@ -24,7 +24,13 @@ from engine.principal import Principal
 from engine.repository import fetch_all, read
 from engine.responses import json_response, public_row
 from engine.runtime import Runtime
-from engine.scoping import ancestor_types, bind_params, resolve_parent, scope_account
+from engine.scoping import (
+    account_public_id,
+    ancestor_types,
+    bind_params,
+    resolve_parent,
+    scope_account,
+)
 from engine.search import (
     OrderColumn,
     compile_filter,
@@ -37,7 +43,7 @@ from engine.search import (
     parse_search,
     query_integer,
 )
-from engine.search.nodes import Include, SearchSpec
+from engine.search.nodes import MATCH_ALL, Include, SearchSpec
 from registry.descriptors import ObjectType, Relation
 
 #: Rows an include may add per relation level, whatever the page size.
@@ -128,25 +134,11 @@ async def execute_search(
         account_id = await scope_account(conn, rt, principal, path)
         scoped = account_id is not None
         params = bind_params(path, account_id)
-        where = [
-            plan.account_param() if scoped else sa.true(),
-            plan.under(ancestor_types(path), scoped=scoped),
-            compile_filter(
-                spec.filter,
-                obj,
-                rt.registry,
-                rt.tables,
-                account_id=account_id,
-                dialect=rt.dialect,
-                table=plan.table,
-            ),
-        ]
-        stmt = plan.select(fields).add_columns(*(oc.column.label(oc.label) for oc in extra))
-        stmt = stmt.where(*where)
+        params[LIMIT_PARAM] = spec.limit + 1
+        params[OFFSET_PARAM] = spec.offset
         if after is not None:
-            stmt = stmt.where(keyset_predicate(order, after))
-        stmt = stmt.order_by(*order_by_clauses(order, dialect=rt.dialect))
-        stmt = stmt.limit(spec.limit + 1).offset(spec.offset or None)
+            params.update((f"k{i}", v) for i, v in enumerate(after) if v is not None)
+        stmt, where = page_statement(rt, path, spec, fields, order, extra, after, account_id)
         rows = (await conn.execute(stmt, params)).all()
         if not rows and path.ancestors:
             await resolve_parent(conn, rt, path, account_id)  # a missing parent is a 404
@@ -159,6 +151,11 @@ async def execute_search(
                 [last[i] for i in positions], sort_signature=spec.signature, key=rt.cursor_key
             )
         items = [dict(zip(names, row, strict=False)) for row in rows]
+        account_field = plan.account_field
+        if scoped and account_field in names:
+            owner = account_public_id(principal, path)
+            for item in items:
+                item[account_field] = owner
         if spec.include:
             pks = [int(row[width]) for row in rows]
             await attach_includes(conn, rt, obj, items, pks, include_tree(spec.include), account_id)
@@ -172,6 +169,73 @@ async def execute_search(
         return envelope
 
     return json_response(await read(rt.reader, work, obj))
+
+
+LIMIT_PARAM, OFFSET_PARAM = "lim", "off"
+#: Page statements kept per type (the shapes a client can ask for are many; the common ones few).
+MAX_CACHED_PAGES = 256
+
+
+def page_statement(
+    rt: Runtime,
+    path: CrudPath,
+    spec: SearchSpec,
+    fields: list[str] | None,
+    order: list[OrderColumn],
+    extra: list[OrderColumn],
+    after: list[Any] | None,
+    account_id: int | None,
+) -> tuple[sa.Select[Any], list[sa.ColumnElement[bool]]]:
+    """The page's SELECT and its WHERE, with every value a bind parameter (`:acct`, `:anc0`…,
+    `:lim`, `:off`, cursor values `:k0`…).
+
+    Without a filter the statement depends only on the request's shape, so it is built once
+    per shape and reused: SQLAlchemy then neither rebuilds nor re-keys it. A filter's values
+    are compiled into its statement, which is built per request.
+    """
+    obj = path.obj
+    assert obj is not None
+    plan = rt.plans[obj.name]
+    scoped = account_id is not None
+    ancestors = ancestor_types(path)
+    cacheable = spec.filter == MATCH_ALL
+    key = (
+        tuple(a.name for a in ancestors),
+        scoped,
+        None if fields is None else tuple(fields),
+        tuple((k.field.name, k.descending) for k in spec.sort),
+        None if after is None else tuple(v is None for v in after),
+        spec.offset > 0,
+    )
+    if cacheable and key in plan.pages:
+        return plan.pages[key]
+    where = [
+        plan.account_param() if scoped else sa.true(),
+        plan.under(ancestors, scoped=scoped),
+        compile_filter(
+            spec.filter,
+            obj,
+            rt.registry,
+            rt.tables,
+            account_id=account_id,
+            dialect=rt.dialect,
+            table=plan.table,
+        ),
+    ]
+    stmt = plan.select(fields, in_account=scoped)
+    stmt = stmt.add_columns(*(oc.column.label(oc.label) for oc in extra)).where(*where)
+    if after is not None:
+        bound: list[Any] = [
+            None if v is None else sa.bindparam(f"k{i}") for i, v in enumerate(after)
+        ]
+        stmt = stmt.where(keyset_predicate(order, bound))
+    stmt = stmt.order_by(*order_by_clauses(order, dialect=rt.dialect))
+    stmt = stmt.limit(sa.bindparam(LIMIT_PARAM, type_=sa.Integer))
+    if spec.offset:
+        stmt = stmt.offset(sa.bindparam(OFFSET_PARAM, type_=sa.Integer))
+    if cacheable and len(plan.pages) < MAX_CACHED_PAGES:
+        plan.pages[key] = (stmt, where)
+    return stmt, where
 
 
 def needed_fields(obj: ObjectType, fields: list[str], includes: Sequence[Include]) -> list[str]:

@@ -55,22 +55,40 @@ class ReadPlan:
         self.table = tables[obj.table]
         self.readable: tuple[FieldInfo, ...] = tuple(f for f in obj.fields if f.is_readable)
         source: sa.FromClause = self.table
+        scoped_source: sa.FromClause = self.table
         columns: dict[str, sa.ColumnElement[Any]] = {}
+        scoped_columns: dict[str, sa.ColumnElement[Any]] = {}
+        #: The reference to the owning account: inside one account its value is that
+        #: account's public id, so scoped statements select no join for it (`public()`).
+        self.account_field: str | None = None
         for field in self.readable:
             if field.kind == "reference" and field.references:
                 target = tables[registry[field.references].table].alias(f"ref_{field.column}")
-                source = source.outerjoin(target, target.c.id == self.table.c[field.column])
+                join = target.c.id == self.table.c[field.column]
+                source = source.outerjoin(target, join)
                 columns[field.name] = target.c.id_random.label(field.name)
+                if field.references == "account" and field.column == "account_id":
+                    self.account_field = field.name
+                    scoped_columns[field.name] = sa.null().label(field.name)
+                else:
+                    scoped_source = scoped_source.outerjoin(target, join)
+                    scoped_columns[field.name] = columns[field.name]
             else:
                 columns[field.name] = self.table.c[field.column].label(field.name)
+                scoped_columns[field.name] = columns[field.name]
         self.source = source
         self.columns = columns
+        self._scoped_source = scoped_source
+        self._scoped_columns = scoped_columns
         self.names: tuple[str, ...] = tuple(columns)
         self.pk = self.table.c.id
         self.is_account = obj.name == "account"
         self.tables = tables
         self._select_all = self._build_select(self.columns.values())
+        self._select_scoped = self._build_select(self._scoped_columns.values(), in_account=True)
         self._items: dict[tuple[tuple[str, ...], bool], sa.Select[Any]] = {}
+        #: List and search pages without a filter, by shape (see `listing.page_statement`).
+        self.pages: dict[Any, tuple[sa.Select[Any], list[sa.ColumnElement[bool]]]] = {}
         #: What an INSERT returns: every readable column that is not a reference (those
         #: are public ids of other rows, known to the writer), then key and version.
         self.returning: tuple[sa.ColumnElement[Any], ...] = (
@@ -82,19 +100,28 @@ class ReadPlan:
             for scoped in (True, False):
                 self.item(chain, scoped=scoped)
 
-    def select(self, fields: Iterable[str] | None = None) -> sa.Select[Any]:
-        """SELECT of the readable fields (or only `fields`, `id` always), unscoped."""
-        if fields is None:
-            return self._select_all
-        names = ["id", *(f for f in fields if f != "id")]
-        return self._build_select(self.columns[name] for name in names)
+    def select(
+        self, fields: Iterable[str] | None = None, *, in_account: bool = False
+    ) -> sa.Select[Any]:
+        """SELECT of the readable fields (or only `fields`, `id` always), unscoped.
 
-    def _build_select(self, cols: Iterable[sa.ColumnElement[Any]]) -> sa.Select[Any]:
+        `in_account=True`, for statements that will carry the account predicate, leaves the
+        owning account's public id out (NULL): `public()` fills it in.
+        """
+        if fields is None:
+            return self._select_scoped if in_account else self._select_all
+        names = ["id", *(f for f in fields if f != "id")]
+        columns = self._scoped_columns if in_account else self.columns
+        return self._build_select((columns[name] for name in names), in_account=in_account)
+
+    def _build_select(
+        self, cols: Iterable[sa.ColumnElement[Any]], *, in_account: bool = False
+    ) -> sa.Select[Any]:
         return sa.select(
             *cols,
             self.pk.label(PK_LABEL),
             self.table.c.version.label(VERSION_LABEL),
-        ).select_from(self.source)
+        ).select_from(self._scoped_source if in_account else self.source)
 
     def tenant_predicate(self, account_id: int | None) -> sa.ColumnElement[bool]:
         """The account predicate every statement on this type carries (`true` for system)."""
@@ -133,7 +160,7 @@ class ReadPlan:
         key = (tuple(a.name for a in ancestors), scoped)
         if fields is None and key in self._items:
             return self._items[key]
-        stmt = self.select(fields).where(
+        stmt = self.select(fields, in_account=scoped).where(
             self.table.c.id_random == sa.bindparam(ID_PARAM),
             self.under(ancestors, scoped=scoped),
         )
@@ -143,9 +170,18 @@ class ReadPlan:
             self._items[key] = stmt
         return stmt
 
-    def public(self, row: Sequence[Any], names: Sequence[str] | None = None) -> dict[str, Any]:
-        """The public part of a row selected by `select()` (the first `len(names)` columns)."""
-        return dict(zip(names or self.names, row, strict=False))
+    def public(
+        self,
+        row: Sequence[Any],
+        names: Sequence[str] | None = None,
+        account_public_id: str | None = None,
+    ) -> dict[str, Any]:
+        """The public part of a row selected by `select()` (the first `len(names)` columns),
+        with the owning account's public id when the statement was `in_account`."""
+        item = dict(zip(names or self.names, row, strict=False))
+        if account_public_id is not None and self.account_field in item:
+            item[self.account_field] = account_public_id
+        return item
 
 
 def ancestor_chains(obj: ObjectType, registry: Registry) -> list[tuple[ObjectType, ...]]:

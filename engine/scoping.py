@@ -61,6 +61,14 @@ async def resolve_parent(
     return int(found)
 
 
+def account_public_id(principal: Principal, path: CrudPath) -> str | None:
+    """The public id of the account a request is scoped to (None: no single account)."""
+    if not principal.is_system:
+        return principal.account_public_id
+    first = path.ancestors[0] if path.ancestors else None
+    return first.public_id if first is not None and first.obj.name == "account" else None
+
+
 def ancestor_types(path: CrudPath) -> tuple[ObjectType, ...]:
     return tuple(step.obj for step in path.ancestors)
 

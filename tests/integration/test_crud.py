@@ -373,3 +373,28 @@ async def test_last_used_at_is_written_at_most_once_a_minute(api: Api) -> None:
     api.runtime.principals.clear()  # a change behind the API's back: forget the cached key
     await api.client.get("/v3/crud/event", headers=key)
     assert (await last_used()) > first
+
+
+async def test_a_create_refused_after_its_first_statements_leaves_nothing(api: Api) -> None:
+    """The account and the references are read before the INSERT; a reference to a row that
+    does not exist (or lives in another account) is a 422 and no row is written."""
+    h = api.a.headers()
+    event = await create(api, "event", EVENT)
+    theirs = await create(api, "event", {**EVENT, "code": "BETA-1"}, tenant="b")
+    session = {"title": "Keynote", "starts_at": "2027-03-14T10:00:00Z"}
+    for missing in ("A" * 22, theirs["id"]):
+        r = await api.client.post(
+            "/v3/crud/event_session", json={**session, "event_id": missing}, headers=h
+        )
+        assert r.status_code == 422, r.text
+        assert r.json()["errors"][0]["path"] == "event_id"
+    listed = await api.client.get("/v3/crud/event_session", headers=h)
+    assert listed.json()["data"] == []
+    others = await api.client.get("/v3/crud/event_session", headers=api.b.headers())
+    assert others.json()["data"] == []
+    made = await api.client.post(
+        "/v3/crud/event_session", json={**session, "event_id": event["id"]}, headers=h
+    )
+    assert made.status_code == 201, made.text
+    listed = await api.client.get("/v3/crud/event_session", headers=h)
+    assert [s["id"] for s in listed.json()["data"]] == [made.json()["id"]]

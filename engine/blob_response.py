@@ -19,12 +19,12 @@ from engine.blobs import BlobStore
 from engine.filenames import content_disposition
 from engine.mime import OCTET_STREAM, is_active_type
 from engine.ranges import content_range, parse_range
+from engine.responses import matches_etag
 
 __all__ = [
     "ACTIVE_CSP",
     "CACHE_CONTROL",
     "blob_response",
-    "is_none_match",
     "is_range_current",
 ]
 
@@ -67,17 +67,6 @@ class _BlobStream(StreamingResponse):
             await reader.aclose()
 
 
-def _tags(header: str) -> list[str]:
-    return [t.strip() for t in header[:_MAX_VALIDATOR_HEADER].split(",") if t.strip()]
-
-
-def is_none_match(header: str | None, etag: str) -> bool:
-    """`If-None-Match` uses the weak comparison: `W/"x"` matches `"x"`; `*` matches all."""
-    if not header:
-        return False
-    return any(tag == "*" or tag.removeprefix("W/") == etag for tag in _tags(header))
-
-
 def is_range_current(if_range: str | None, etag: str) -> bool:
     """`If-Range` needs a strong match; a date never matches (we send no Last-Modified)."""
     return if_range is None or if_range.strip() == etag
@@ -117,8 +106,10 @@ def blob_response(
     if extra_headers:
         headers.update(extra_headers)
 
-    if request.method in ("GET", "HEAD") and is_none_match(
-        request.headers.get("if-none-match"), etag
+    # `If-None-Match` uses the weak comparison; the header is capped before it is parsed.
+    if_none_match = request.headers.get("if-none-match")
+    if request.method in ("GET", "HEAD") and matches_etag(
+        if_none_match and if_none_match[:_MAX_VALIDATOR_HEADER], etag, weak=True
     ):
         return Response(status_code=304, headers=headers)
 

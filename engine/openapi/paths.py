@@ -191,25 +191,34 @@ def _names_pattern(names: list[str], prefix: str = "") -> str:
     return f"^({one}(,{one})*)?$"
 
 
-def _list_parameters(obj: ObjectType, registry: Registry) -> list[Schema]:
-    """The list query: shared paging parameters, and `sort`, `fields` and `include` whose
-    patterns list this type's names, as the search body's enums do."""
-    name = obj.name
-    shared = ("limit", "offset", "after", "count")
+def _shape_parameters(obj: ObjectType, registry: Registry) -> list[Schema]:
+    """`fields` and `include`, as the list and the item GET read them; their patterns list
+    this type's names, as the search body's enums do."""
     readable = [f.name for f in obj.fields if f.is_readable]
-    sortable = [f.name for f in obj.fields if f.is_readable and f.sortable]
     names = {
-        "sort": ("Comma-separated keys, `-` for descending.", _names_pattern(sortable, "-?")),
         "fields": ("Comma-separated fields; `id` always.", _names_pattern(readable)),
         "include": (
             "Relations to embed, dotted for depth.",
             _names_pattern(include_paths(obj, registry)),
         ),
     }
-    listed = [
+    return [
         _query(key, text, {"type": "string", "pattern": pattern})
         for key, (text, pattern) in names.items()
     ]
+
+
+def _list_parameters(obj: ObjectType, registry: Registry) -> list[Schema]:
+    """The list query: shared paging parameters, `sort`, `fields`, `include` and `filter`."""
+    name = obj.name
+    shared = ("limit", "offset", "after", "count")
+    sortable = [f.name for f in obj.fields if f.is_readable and f.sortable]
+    sort = _query(
+        "sort",
+        "Comma-separated keys, `-` for descending.",
+        {"type": "string", "pattern": _names_pattern(sortable, "-?")},
+    )
+    listed = [sort, *_shape_parameters(obj, registry)]
     filter_param = {
         "name": "filter",
         "in": "query",
@@ -278,8 +287,8 @@ def _type_paths(obj: ObjectType, registry: Registry, schemas: Schema) -> Schema:
             "get",
             f"Read a {name}",
             read,
-            errors=(400, 401, 403, 404, 429, 503),
-            parameters=[_ref("IfNoneMatch", "parameters")],
+            errors=(400, 401, 403, 404, 422, 429, 503),
+            parameters=[_ref("IfNoneMatch", "parameters"), *_shape_parameters(obj, registry)],
             responses={"200": _json("The object.", _ref(name), ("ETag",)), "304": not_modified},
         )
         if perms.update:

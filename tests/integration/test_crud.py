@@ -5,9 +5,10 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import re
+from pathlib import Path
 
 from models.base import utcnow
-from tests.integration.conftest import Api
+from tests.integration.conftest import Api, make_api, make_settings
 
 EVENT = {"name": "Spring Gala", "starts_at": "2027-03-14T09:00:00+01:00", "code": "GALA-1"}
 PUBLIC_ID = re.compile(r"^[A-Za-z0-9_-]{22}$")
@@ -373,3 +374,64 @@ async def test_last_used_at_is_written_at_most_once_a_minute(api: Api) -> None:
     api.runtime.principals.clear()  # a change behind the API's back: forget the cached key
     await api.client.get("/v3/crud/event", headers=key)
     assert (await last_used()) > first
+
+
+async def test_a_create_refused_after_its_first_statements_leaves_nothing(api: Api) -> None:
+    """The account and the references are read before the INSERT; a reference to a row that
+    does not exist (or lives in another account) is a 422 and no row is written."""
+    h = api.a.headers()
+    event = await create(api, "event", EVENT)
+    theirs = await create(api, "event", {**EVENT, "code": "BETA-1"}, tenant="b")
+    session = {"title": "Keynote", "starts_at": "2027-03-14T10:00:00Z"}
+    for missing in ("A" * 22, theirs["id"]):
+        r = await api.client.post(
+            "/v3/crud/event_session", json={**session, "event_id": missing}, headers=h
+        )
+        assert r.status_code == 422, r.text
+        assert r.json()["errors"][0]["path"] == "event_id"
+    listed = await api.client.get("/v3/crud/event_session", headers=h)
+    assert listed.json()["data"] == []
+    others = await api.client.get("/v3/crud/event_session", headers=api.b.headers())
+    assert others.json()["data"] == []
+    made = await api.client.post(
+        "/v3/crud/event_session", json={**session, "event_id": event["id"]}, headers=h
+    )
+    assert made.status_code == 201, made.text
+    listed = await api.client.get("/v3/crud/event_session", headers=h)
+    assert [s["id"] for s in listed.json()["data"]] == [made.json()["id"]]
+
+
+async def test_conditional_requests_as_the_readme_describes(api: Api) -> None:
+    h = api.a.headers()
+    event = await create(api, "event", EVENT)
+    url = f"/v3/crud/event/{event['id']}"
+    for inm in ('"1"', 'W/"1"', '"9", W/"1"', "*"):
+        r = await api.client.get(url, headers={**h, "If-None-Match": inm})
+        assert r.status_code == 304, (inm, r.text)
+        assert r.headers["etag"] == '"1"' and r.content == b""
+    assert (await api.client.get(url, headers={**h, "If-None-Match": '"2"'})).status_code == 200
+    for method, body in (("PATCH", {"venue": "Hall"}), ("DELETE", None)):
+        stale = await api.client.request(method, url, json=body, headers={**h, "If-Match": '"7"'})
+        assert stale.status_code == 412, (method, stale.text)
+        weak = await api.client.request(method, url, json=body, headers={**h, "If-Match": 'W/"1"'})
+        assert weak.status_code == 412, (method, weak.text)
+    assert (await api.client.get(url, headers=h)).json() == event
+
+
+async def test_if_match_is_required_when_configured(database_url: str, tmp_path: Path) -> None:
+    made = await make_api(make_settings(database_url, tmp_path, require_if_match=True), None)
+    try:
+        async with made.client:
+            h = made.a.headers()
+            r = await made.client.post("/v3/crud/event", json=EVENT, headers=h)
+            assert r.status_code == 201, r.text
+            url = f"/v3/crud/event/{r.json()['id']}"
+            for method, body in (("PATCH", {"venue": "Hall"}), ("DELETE", None)):
+                r = await made.client.request(method, url, json=body, headers=h)
+                assert r.status_code == 428, (method, r.text)
+            r = await made.client.patch(
+                url, json={"venue": "Hall"}, headers={**h, "If-Match": '"1"'}
+            )
+            assert r.status_code == 200, r.text
+    finally:
+        await made.runtime.close()

@@ -236,3 +236,65 @@ async def test_search_is_case_sensitive_where_the_spec_says(api: Api) -> None:
     assert await total({"name": {"_ilike": "gALa%"}}) == 1
     assert await total({"name": {"_like": "gala%"}}) == 0
     assert await total({"name": {"_contains": "%"}}) == 0
+
+
+async def test_include_on_one_item_embeds_like_the_list(api: Api) -> None:
+    (event,) = await _seed_events(api, 1, sessions=2)
+    h = api.a.headers()
+    listed = await api.client.get("/v3/crud/event", params={"include": "event_session"}, headers=h)
+    assert listed.status_code == 200, listed.text
+    one = await api.client.get(f"/v3/crud/event/{event}?include=event_session", headers=h)
+    assert one.status_code == 200, one.text
+    item = one.json()
+    assert item == listed.json()["data"][0]
+    assert sorted(s["title"] for s in item["event_session"]) == ["S0", "S1"]
+    assert all(s["event_id"] == event for s in item["event_session"])
+    parent = await api.client.get(f"/v3/crud/event/{event}?include=account", headers=h)
+    assert parent.status_code == 200, parent.text
+    assert parent.json()["account"]["id"] == api.a.account_id
+    assert parent.json()["account"]["slug"] == "alpha"
+
+
+async def test_a_bad_include_or_parameter_on_one_item_is_the_lists_422(api: Api) -> None:
+    (event,) = await _seed_events(api, 1)
+    h = api.a.headers()
+    listed = await api.client.get("/v3/crud/event?include=bogus", headers=h)
+    one = await api.client.get(f"/v3/crud/event/{event}?include=bogus", headers=h)
+    assert listed.status_code == one.status_code == 422, one.text
+    assert one.headers["content-type"] == listed.headers["content-type"]
+    assert one.headers["content-type"].startswith("application/problem+json")
+    problem, expected = one.json(), listed.json()
+    assert problem["errors"] == expected["errors"]
+    assert {k: problem[k] for k in ("type", "title", "status")} == {
+        k: expected[k] for k in ("type", "title", "status")
+    }
+    unknown = await api.client.get(f"/v3/crud/event/{event}?limit=1", headers=h)
+    assert unknown.status_code == 422, unknown.text
+    assert unknown.json()["errors"] == [{"path": "limit", "message": "unknown query parameter"}]
+
+
+async def test_include_with_fields_embeds_the_parent_and_keeps_only_what_was_asked(
+    api: Api,
+) -> None:
+    (event,) = await _seed_events(api, 1, sessions=2)
+    h = api.a.headers()
+    params = {"include": "event", "fields": "title"}
+    listed = await api.client.get("/v3/crud/event_session", params=params, headers=h)
+    assert listed.status_code == 200, listed.text
+    rows = listed.json()["data"]
+    assert len(rows) == 2
+    for row in rows:
+        assert set(row) == {"id", "title", "event"}
+        assert row["event"] is not None and row["event"]["id"] == event
+        assert row["event"]["name"] == "Event 000"
+    searched = await api.client.post(
+        "/v3/crud/event_session/search",
+        json={"include": ["event"], "fields": ["title"]},
+        headers=h,
+    )
+    assert searched.status_code == 200, searched.text
+    assert searched.json()["data"] == rows
+    for row in rows:
+        one = await api.client.get(f"/v3/crud/event_session/{row['id']}", params=params, headers=h)
+        assert one.status_code == 200, one.text
+        assert one.json() == row

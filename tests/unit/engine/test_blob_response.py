@@ -17,6 +17,7 @@ from starlette.routing import Route
 from engine.blob_response import ACTIVE_CSP, CACHE_CONTROL, blob_response
 from engine.blobs import CHUNK_SIZE, FileSystemBlobStore
 from engine.errors import AetherError
+from engine.responses import matches_etag
 
 CONTENT = bytes(range(256)) * 40  # 10,240 bytes
 
@@ -114,6 +115,27 @@ async def test_if_none_match_gives_304(store: FileSystemBlobStore, sha: str, inm
 async def test_other_etag_gives_200(store: FileSystemBlobStore, sha: str) -> None:
     r = await get(store, sha, headers={"If-None-Match": '"' + "0" * 64 + '"'})
     assert r.status_code == 200 and r.content == CONTENT
+
+
+@pytest.mark.parametrize("inm", ['W/"{sha}"', '"other", W/"{sha}"'])
+async def test_if_none_match_is_the_weak_comparison_of_responses(
+    store: FileSystemBlobStore, sha: str, inm: str
+) -> None:
+    """The blob answer and the CRUD answer share one matcher (engine.responses)."""
+    header = inm.format(sha=sha)
+    assert matches_etag(header, f'"{sha}"', weak=True)
+    r = await get(store, sha, headers={"If-None-Match": header})
+    assert r.status_code == 304
+
+
+async def test_if_none_match_is_read_up_to_its_cap_only(
+    store: FileSystemBlobStore, sha: str
+) -> None:
+    filler = ", ".join(f'"{i:08d}"' for i in range(1000))  # about 12 KiB
+    late = await get(store, sha, headers={"If-None-Match": f'{filler}, "{sha}"'})
+    assert late.status_code == 200 and late.content == CONTENT
+    early = await get(store, sha, headers={"If-None-Match": f'"{sha}", {filler}'})
+    assert early.status_code == 304
 
 
 @pytest.mark.parametrize(

@@ -155,6 +155,26 @@ def test_list_parameters_and_conditional_headers() -> None:
     assert "304" in item["get"]["responses"]
 
 
+def test_item_get_lists_fields_and_include_as_the_list_does() -> None:
+    paths = DOC["paths"]
+    for collection, item in (
+        ("/v3/crud/event", "/v3/crud/event/{id}"),
+        ("/v3/crud/event/{event_id}/event_session", "/v3/crud/event/{event_id}/event_session/{id}"),
+    ):
+        listed = {p["name"]: p for p in paths[collection]["get"]["parameters"] if "name" in p}
+        got = paths[item]["get"]
+        params = {p["name"]: p for p in got["parameters"] if "name" in p}
+        assert set(params) == {"fields", "include"}, item
+        for name in ("fields", "include"):
+            assert params[name] == listed[name]
+            assert params[name]["in"] == "query" and params[name]["required"] is False
+        assert "422" in got["responses"]
+    include = DOC["paths"]["/v3/crud/event/{id}"]["get"]["parameters"]
+    pattern = next(p for p in include if p.get("name") == "include")["schema"]["pattern"]
+    assert re.fullmatch(pattern, "event_session,account")
+    assert not re.fullmatch(pattern, "bogus")
+
+
 def test_problem_responses_and_security() -> None:
     responses = DOC["components"]["responses"]
     for status in (400, 401, 403, 404, 405, 409, 412, 413, 415, 422, 428, 429, 503):

@@ -49,8 +49,14 @@ fuzz: $(STAMP) ## schemathesis against a real server on a fresh SQLite DB (bound
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[fuzz]'
 	$(BIN)/python -m tests.fuzz.run_schemathesis --max-examples 20 --max-time 150
 
-bench: $(STAMP) ## requests per second and latency of the main routes (real server, SQLite)
-	$(BIN)/python -m tests.bench.run
+PERF_KIT ?= ../shared/perf
+bench: $(STAMP) ## side by side with the hand-written reference on MariaDB when $(PERF_KIT) exists, else the quick SQLite run
+	@if [ -f "$(PERF_KIT)/compare.sh" ]; then \
+		bash "$(PERF_KIT)/compare.sh"; \
+	else \
+		echo "no $(PERF_KIT)/compare.sh: the quick SQLite run (one server, no reference)"; \
+		$(BIN)/python -m tests.bench.run; \
+	fi
 
 migrate: $(STAMP) ## bring the database in AE_DATABASE_URL to the latest migration
 	$(BIN)/aether migrate

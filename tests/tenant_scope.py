@@ -10,7 +10,8 @@ a conjunct of its own query level (the WHERE clause, a JOIN's ON clause; never u
 or a NOT) is one of:
 
 - `t.account_id = x` or `t.account_id IN (...)` or `t.account_id IS NULL`, where `x` is a
-  bound value, a literal, or a column of a scoped occurrence (an equi-join on the account);
+  bound value, a literal, or the `account_id` of a scoped occurrence (an equi-join on the
+  account);
   for the `account` table, the same with its `id`;
 - `t.id = s.col` (or `t.id IN (SELECT s.col ...)`) where `s` is scoped: `t` is the row a
   scoped row refers to (a to-one reference, as a LEFT JOIN to a referenced row is). The
@@ -93,12 +94,18 @@ class Checker:
     def __init__(self, tenant_tables: Collection[str], account_table: str = "account") -> None:
         self.tenant_tables = {t.lower() for t in tenant_tables} | {account_table}
         self.account_table = account_table
+        self._seen: dict[tuple[str, str], list[str]] = {}  # a suite sends the same SQL often
 
     def key_column(self, table: str) -> str:
         return "id" if table == self.account_table else "account_id"
 
     def unscoped(self, sql: str, dialect: str) -> list[str]:
         """The tenant tables `sql` reads, updates or deletes without an account constraint."""
+        if (dialect, sql) not in self._seen:
+            self._seen[dialect, sql] = self._unscoped(sql, dialect)
+        return list(self._seen[dialect, sql])
+
+    def _unscoped(self, sql: str, dialect: str) -> list[str]:
         mentioned = {
             t
             for t in self.tenant_tables
@@ -173,8 +180,18 @@ class Checker:
             if isinstance(node, (exp.Placeholder, exp.Literal, exp.Parameter, exp.Null)):
                 return True
             if isinstance(node, exp.Column):
-                return visible_scoped(column_alias(node, level), level)
+                return is_scoped_key(node, level)
             return False
+
+        def is_scoped_key(col: exp.Column, level: exp.Expression) -> bool:
+            """`col` is the account key of a scoped occurrence (an equi-join on the account)."""
+            alias = column_alias(col, level)
+            return any(
+                occ.alias == alias and col.name.lower() == self.key_column(occ.table)
+                for lv in (level, *_ancestors(level))
+                if (id(lv), alias) in scoped
+                for occ in occurrences[id(lv)]
+            )
 
         def subquery_scoped(query: exp.Expression) -> bool:
             inner = [lv for lv in levels if lv is query or query in _ancestors(lv)]

@@ -205,12 +205,18 @@ def _record_statement(conn: sa.Connection, cursor: Any, statement: str, *args: A
         seen.append((conn.dialect.name, statement))
 
 
+_checkers: dict[frozenset[str], Checker] = {}
+
+
 def tenant_checker() -> Checker:
     """Tenant tables: every table with an `account_id` column, and the table it refers to."""
     tenants = [t for t in Base.metadata.tables.values() if "account_id" in t.c]
     accounts = {fk.column.table.name for t in tenants for fk in t.c.account_id.foreign_keys}
     (account,) = accounts or {"account"}
-    return Checker([t.name for t in tenants], account_table=account)
+    names = frozenset(t.name for t in tenants)
+    if names not in _checkers:  # one per set of models, so its cache of answers is kept
+        _checkers[names] = Checker(names, account_table=account)
+    return _checkers[names]
 
 
 def scope_violations(statements: list[tuple[str, str]]) -> list[str]:

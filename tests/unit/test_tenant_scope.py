@@ -122,6 +122,13 @@ def test_aliases_and_references(
         .where(a.c.account_id == 1)
     )
     assert check(checker, by_account, dialect) == []
+    # but an account column equal to some other key of a scoped row does not
+    wrong_key = (
+        sa.select(a.c.id)
+        .select_from(a.join(ref, ref.c.account_id == a.c.file_id))
+        .where(a.c.account_id == 1)
+    )
+    assert check(checker, wrong_key, dialect) == ["file AS ref_file_id"]
 
 
 def test_union_branches_and_subqueries_are_checked_each(

@@ -61,6 +61,7 @@ async def login_endpoint(request: Request) -> Response:
             user.c.role,
             user.c.password_hash,
             user.c.is_active,
+            user.c.account_id,
             account.c.id_random.label("account_public_id"),
             account.c.status,
         )
@@ -78,7 +79,9 @@ async def login_endpoint(request: Request) -> Response:
     await rt.login_limiter.succeeded(creds.account, creds.email)
     async with transaction(rt.engine) as conn:
         await conn.execute(
-            user.update().where(user.c.id == row["id"]).values(last_login_at=utcnow())
+            user.update()
+            .where(user.c.account_id == row["account_id"], user.c.id == row["id"])
+            .values(last_login_at=utcnow())
         )
     ttl = rt.settings.access_token_ttl
     token = rt.jwt.issue(

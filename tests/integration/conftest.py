@@ -7,9 +7,10 @@ its own per test, removed afterwards).
 
 from __future__ import annotations
 
+import contextvars
 import json
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ import httpx
 import jsonschema
 import pytest
 import redis.asyncio as redis
+import sqlalchemy as sa
 
 from engine.app import create_app
 from engine.cache import CacheBackend, RedisCache
@@ -27,8 +29,10 @@ from engine.paths import parse_crud_path
 from engine.provisioning import insert_account, insert_api_key
 from engine.runtime import Runtime, build_runtime
 from engine.settings import RateLimit, Settings
+from models.base import Base
 from registry.jsonschema import type_schema
 from tests.backends import check_redis, redis_url, unavailable
+from tests.tenant_scope import Checker
 
 
 @dataclass
@@ -144,6 +148,119 @@ class ResponseSchemaCheck:
         else:
             for item in body["data"]:
                 self.check(target.obj.name, item)
+
+
+# -- every statement sent while serving a request keeps to one account -------------------
+#
+# A listener on every SQLAlchemy engine (so on both engines of every Runtime a test builds)
+# records the statements sent while the app handles a request: the httpx ASGI transport,
+# which every integration test talks to the app through, runs the app inside a context that
+# turns the recording on. What the fixtures and tests send themselves is not recorded. At
+# teardown each recorded statement is checked (tests/tenant_scope.py) and the test fails on
+# a read, update or delete of a tenant table that is not constrained to an account.
+
+_statements: contextvars.ContextVar[list[tuple[str, str]] | None] = contextvars.ContextVar(
+    "statements_in_request", default=None
+)
+
+# Statements that reach across accounts on purpose. Each is matched by a fragment of its
+# SQL text (lower-cased, quotes dropped, whitespace collapsed) and may leave only the named
+# tables unscoped. Anything else the guard reports is a defect in the engine.
+SCOPE_ALLOWED: list[tuple[str, frozenset[str], str]] = [
+    (
+        "from api_key left outer join account on account.id = api_key.account_id"
+        " where api_key.prefix =",
+        frozenset({"api_key", "account"}),
+        "authentication by API key: the key (found by its prefix) is what names the account",
+    ),
+    (
+        "from account left outer join user on user.account_id = account.id and user.id_random =",
+        frozenset({"account", "user"}),
+        "authentication by token: the verified token names the account (by its public id);"
+        " the user is joined inside that account",
+    ),
+    (
+        "join account on account.id = user.account_id where account.slug =",
+        frozenset({"user", "account"}),
+        "login: the account is named by its slug in the request; the user is joined inside it",
+    ),
+    (
+        "select account.id from account where account.id_random =",
+        frozenset({"account"}),
+        "a system key acting in the account named at the root of the path"
+        " (engine/scoping.py; a tenant is scoped to its own account without a query)",
+    ),
+    (
+        "select distinct file.sha256 from file where file.sha256 in",
+        frozenset({"file"}),
+        "before deleting a blob a failed upload created: blobs are shared by content across"
+        " accounts, so any account's row keeps it (hashes only, nothing reaches the client)",
+    ),
+]
+
+
+def _record_statement(conn: sa.Connection, cursor: Any, statement: str, *args: Any) -> None:
+    seen = _statements.get()
+    if seen is not None:
+        seen.append((conn.dialect.name, statement))
+
+
+_checkers: dict[frozenset[str], Checker] = {}
+
+
+def tenant_checker() -> Checker:
+    """Tenant tables: every table with an `account_id` column, and the table it refers to."""
+    tenants = [t for t in Base.metadata.tables.values() if "account_id" in t.c]
+    accounts = {fk.column.table.name for t in tenants for fk in t.c.account_id.foreign_keys}
+    (account,) = accounts or {"account"}
+    names = frozenset(t.name for t in tenants)
+    if names not in _checkers:  # one per set of models, so its cache of answers is kept
+        _checkers[names] = Checker(names, account_table=account)
+    return _checkers[names]
+
+
+def scope_violations(statements: list[tuple[str, str]]) -> list[str]:
+    checker = tenant_checker()
+    found: list[str] = []
+    for dialect, sql in statements:
+        bad = set(checker.unscoped(sql, dialect))
+        if not bad:
+            continue
+        text = " ".join(sql.lower().replace('"', "").replace("`", "").split())
+        if any(
+            fragment in text and {b.split(" ")[0] for b in bad} <= tables
+            for fragment, tables, _ in SCOPE_ALLOWED
+        ):
+            continue
+        found.append(f"{sorted(bad)} unscoped in [{dialect}] {' '.join(sql.split())}")
+    return found
+
+
+@pytest.fixture(autouse=True)
+def tenant_scope_guard(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[tuple[str, str]]]:
+    """Fail the test if the app sent a statement not scoped to an account (see above)."""
+    seen: list[tuple[str, str]] = []
+    original = httpx.ASGITransport.handle_async_request
+
+    async def handle(self: httpx.ASGITransport, request: httpx.Request) -> httpx.Response:
+        token = _statements.set(seen)
+        try:
+            return await original(self, request)
+        finally:
+            _statements.reset(token)
+
+    monkeypatch.setattr(httpx.ASGITransport, "handle_async_request", handle)
+    sa.event.listen(sa.Engine, "before_cursor_execute", _record_statement)
+    try:
+        yield seen
+    finally:
+        sa.event.remove(sa.Engine, "before_cursor_execute", _record_statement)
+    problems = scope_violations(seen)
+    if problems:
+        pytest.fail(
+            f"{len(problems)} statement(s) not scoped to an account:\n" + "\n".join(problems),
+            pytrace=False,
+        )
 
 
 @pytest.fixture

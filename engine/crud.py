@@ -287,10 +287,43 @@ def _to_columns(obj: ObjectType, values: Mapping[str, Any]) -> dict[str, Any]:
 
 async def _columns(obj: ObjectType, values: Mapping[str, Any]) -> dict[str, Any]:
     """`_to_columns`, in a worker thread when a transform (password hashing) has work to do,
-    so the event loop never waits for it; always before any connection is taken."""
+    so the event loop never waits for it; call it before any connection is taken."""
     if any(f.transform is not None and values.get(f.name) is not None for f in obj.fields):
         return await asyncio.to_thread(_to_columns, obj, values)
     return _to_columns(obj, values)
+
+
+Transformed = dict[str, tuple[Any, Any]]
+
+
+async def _transform_ahead(obj: ObjectType, raw: Mapping[str, msgspec.Raw]) -> Transformed:
+    """For an update, whose values are only known once the stored object is read: the
+    transformed form of each transformable field the body carries, computed in a worker
+    thread before the connection is taken, keyed by the plain value it was made from."""
+    ahead: Transformed = {}
+    for field in obj.fields:
+        if field.transform is None or field.name not in raw:
+            continue
+        try:
+            plain = msgspec.json.decode(raw[field.name])
+        except msgspec.DecodeError:
+            continue  # validation says what is wrong
+        if isinstance(plain, str):
+            ahead[field.name] = (plain, await asyncio.to_thread(field.transform, plain))
+    return ahead
+
+
+async def _update_columns(
+    obj: ObjectType, values: Mapping[str, Any], ahead: Transformed
+) -> dict[str, Any]:
+    """`_to_columns` using the values transformed ahead (the same plain value only; any
+    other still goes to a worker thread)."""
+    plain = {k: v for k, v in values.items() if not (k in ahead and ahead[k][0] == v)}
+    columns = await _columns(obj, plain)
+    for field in obj.fields:
+        if field.name in values and field.name not in plain:
+            columns[field.column] = ahead[field.name][1]
+    return columns
 
 
 def _utc(value: Any) -> Any:
@@ -401,6 +434,7 @@ async def update_item(
     raw = _decode_body(rt, obj, await read_body(request))
     _check_granted_role(principal, obj, raw)
     if_match = _if_match(request, rt)
+    ahead = await _transform_ahead(obj, raw)
     async with autocommit(rt.reader, obj) as conn:
         account_id = await scope_account(conn, rt, principal, path)
         for _ in range(UPDATE_ATTEMPTS):
@@ -415,7 +449,7 @@ async def update_item(
             check_role_grant(principal, obj, values, current)
             if not values:
                 return json_response(current, headers={"ETag": etag_for(version)})
-            columns = await _columns(obj, values)
+            columns = await _update_columns(obj, values, ahead)
             columns.update(await resolve_references(conn, rt, obj, values, account_id, {}))
             updated_at = _later(current.get("updated_at"))
             columns.update(updated_at=updated_at, version=version + 1)

@@ -162,3 +162,40 @@ async def test_no_connection_is_held_while_the_password_is_verified(
     assert (await login(api.client, creds(password="wrong password!"))).status_code == 401
     assert (await login(api.client, creds())).status_code == 200
     assert seen == [0, 0]
+
+
+@pytest.mark.parametrize("backend", ["mariadb", "postgresql"])
+async def test_a_password_is_hashed_in_a_worker_thread_with_no_connection_held(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Creating or patching a user with a password runs argon2 off the event loop, before
+    any pooled connection is taken (it takes tens of milliseconds)."""
+    import threading
+
+    import models.security as security
+
+    real = security._HASHER
+    pools = [engine.sync_engine.pool for engine in api.runtime.engines]
+    seen: list[tuple[bool, int]] = []
+
+    class Watching:
+        def hash(self, value: str) -> str:
+            in_loop_thread = threading.current_thread() is threading.main_thread()
+            checked_out = sum(p.checkedout() for p in pools)  # type: ignore[attr-defined]
+            seen.append((in_loop_thread, checked_out))
+            return str(real.hash(value))
+
+    monkeypatch.setattr(security, "_HASHER", Watching())
+    created = await api.client.post(
+        "/v3/crud/user",
+        json={"email": "hashing@alpha.test", "password": "a long enough password"},
+        headers=api.a.headers(),
+    )
+    assert created.status_code == 201, created.text
+    patched = await api.client.patch(
+        f"/v3/crud/user/{created.json()['id']}",
+        json={"password": "another long password"},
+        headers=api.a.headers(),
+    )
+    assert patched.status_code == 200, patched.text
+    assert seen == [(False, 0), (False, 0)]

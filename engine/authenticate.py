@@ -158,24 +158,31 @@ def _key_statement(rt: Runtime) -> sa.Select[Any]:
 
 
 async def _from_api_key(rt: Runtime, key: str) -> Principal:
-    parsed = parse_api_key(key)
-    if parsed is None:
-        raise UnauthorizedError()
-    prefix, secret = parsed
-    cache_key = f"k:{prefix}"
-    record: KeyRecord | None = rt.principals.get(cache_key)
+    # The exact key seen verified within the cache's lifetime: no parsing, no hashing.
+    verified: KeyRecord | None = rt.principals.get("s:" + key)
+    record = verified
     if record is None:
-        record = await _load_key(rt, prefix)
-        if record is None:
+        parsed = parse_api_key(key)
+        if parsed is None:
             raise UnauthorizedError()
-        rt.principals.put(cache_key, record)
-    if record.principal is None or not verify_secret(secret, record.secret_hash):
-        raise UnauthorizedError()
+        prefix, secret = parsed
+        cache_key = f"k:{prefix}"
+        record = rt.principals.get(cache_key)
+        if record is None:
+            record = await _load_key(rt, prefix)
+            if record is None:
+                raise UnauthorizedError()
+            rt.principals.put(cache_key, record)
+        if record.principal is None or not verify_secret(secret, record.secret_hash):
+            raise UnauthorizedError()
+        rt.principals.put("s:" + key, record)
+    principal = record.principal
+    assert principal is not None
     now = utcnow()
     if record.expires_at is not None and record.expires_at <= now:
         raise UnauthorizedError()
     await _touch(rt, record, now)
-    return record.principal
+    return principal
 
 
 async def _load_key(rt: Runtime, prefix: str) -> KeyRecord | None:

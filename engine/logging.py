@@ -9,10 +9,10 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import logging.handlers
+import os
 import re
 import sys
 import time
-import uuid
 from typing import Any
 
 import msgspec
@@ -94,7 +94,9 @@ class RequestLogMiddleware:
             if key == b"x-request-id":
                 incoming = value.decode("latin-1")
                 break
-        request_id = incoming if incoming and _REQUEST_ID_RE.match(incoming) else uuid.uuid4().hex
+        request_id = (
+            incoming if incoming and _REQUEST_ID_RE.match(incoming) else os.urandom(16).hex()
+        )
         tokens = (
             request_id_var.set(request_id),
             account_var.set(None),
@@ -111,10 +113,12 @@ class RequestLogMiddleware:
                 status = message["status"]
                 headers = list(message.get("headers", []))
                 headers.append((b"x-request-id", request_id.encode()))
-                present = {k.lower() for k, _ in headers}
-                for key, value in scope.get("state", {}).get(RATE_HEADERS_KEY, {}).items():
-                    if key.lower().encode() not in present:
-                        headers.append((key.lower().encode(), value.encode()))
+                rate = scope.get("state", {}).get(RATE_HEADERS_KEY)
+                if rate:
+                    present = {k.lower() for k, _ in headers}
+                    for key, value in rate.items():
+                        if key.lower().encode() not in present:
+                            headers.append((key.lower().encode(), value.encode()))
                 message["headers"] = headers
             await send(message)
 

@@ -38,7 +38,14 @@ from engine.errors import (
     ServiceUnavailableError,
     ValidationError,
 )
-from engine.listing import attach_includes, include_tree, needed_fields, run_list, run_search
+from engine.listing import (
+    attach_includes,
+    include_tree,
+    needed_fields,
+    only_asked,
+    run_list,
+    run_search,
+)
 from engine.paths import CrudPath, parse_crud_path
 from engine.plans import ReadPlan
 from engine.principal import Principal
@@ -193,12 +200,6 @@ async def fetch_item(
     return row
 
 
-def _item_names(plan: ReadPlan, fields: list[str] | None) -> tuple[str, ...]:
-    if fields is None:
-        return plan.names
-    return ("id", *(f for f in fields if f != "id"))
-
-
 async def read_item(
     request: Request, rt: Runtime, principal: Principal, path: CrudPath
 ) -> Response:
@@ -215,22 +216,18 @@ async def read_item(
         if "include" in params
         else ()
     )
-    fields = None if raw_fields is None else list(parse_fields(raw_fields, obj))
-    if fields is not None:
-        fields = needed_fields(obj, fields, includes)
+    asked = None if raw_fields is None else parse_fields(raw_fields, obj)
+    fields = None if asked is None else needed_fields(obj, list(asked), includes)
 
     async def work(conn: AsyncConnection) -> tuple[dict[str, Any], int]:
         account_id = await scope_account(conn, rt, principal, path)
         row = await fetch_item(conn, rt, path, account_id, fields=fields)
-        names = _item_names(plan, fields)
+        names = plan.names_for(fields)
         item = plan.public(row, names, account_public_id(principal, path))
         if includes:
             pk = int(row[len(names)])
             await attach_includes(conn, rt, obj, [item], [pk], include_tree(includes), account_id)
-            if raw_fields is not None:
-                wanted = set(parse_fields(raw_fields, obj)) | {"id"}
-                wanted |= {inc.relations[0].name for inc in includes}
-                item = {k: v for k, v in item.items() if k in wanted}
+            (item,) = only_asked([item], asked, includes)
         return item, int(row[len(names) + 1])
 
     item, version = await read(rt.reader, work, obj)
@@ -260,16 +257,16 @@ def _write_errors(exc: WriteErrors) -> ValidationError:
 
 
 def _check_granted_role(principal: Principal, obj: ObjectType, raw: Mapping[str, Any]) -> None:
-    """Authorisation before validation: a role above the caller's own is a 403 whatever
-    else the body holds (even when it holds nothing else valid)."""
+    """Authorisation before validation: `check_role_grant` on the body's raw `role`, so a
+    role above the caller's own is a 403 whatever else the body holds."""
     if not is_role_field(obj) or "role" not in raw:
         return
     try:
         granted = msgspec.json.decode(raw["role"])
     except msgspec.DecodeError:
         return  # not a role at all: validation says so
-    if isinstance(granted, str) and granted in ROLE_ORDER and not principal.has_role(granted):
-        raise ForbiddenError("A role higher than your own cannot be granted")
+    if granted in ROLE_ORDER:
+        check_role_grant(principal, obj, {"role": granted})
 
 
 def _to_columns(obj: ObjectType, values: Mapping[str, Any]) -> dict[str, Any]:
@@ -368,9 +365,8 @@ async def create_item(
         columns.update(created_at=now, updated_at=now, version=1)
         row = await _insert(conn, plan, columns)
     stored = dict(row._mapping)
-    for field in plan.readable:  # the owning account is a reference no body carries
-        if field.references == "account" and field.name not in values:
-            stored[field.name] = account_public_id(principal, path)
+    if plan.account_field is not None:  # the owning account: a reference no body carries
+        stored[plan.account_field] = account_public_id(principal, path)
     item = _written(plan, stored, values)
     return json_response(
         item,
@@ -505,7 +501,7 @@ async def delete_item(
         account_id = await scope_account(conn, rt, principal, path)
         role_field = ["role"] if is_role_field(obj) else None
         row = await fetch_item(conn, rt, path, account_id, fields=role_field)
-        names = _item_names(plan, role_field)
+        names = plan.names_for(role_field)
         current = plan.public(row, names)
         pk, version = int(row[len(names)]), int(row[len(names) + 1])
         _check_if_match(if_match, version)

@@ -11,6 +11,7 @@ on behalf of a request: that is `repository.py`.
 
 from __future__ import annotations
 
+import weakref
 from typing import Any
 
 import msgspec
@@ -64,8 +65,8 @@ def normalise_url(url: str) -> URL:
     return parsed
 
 
-#: Seconds a unit of database work may take on each MariaDB engine (by `id` of its sync engine).
-_DEADLINES: dict[int, float | None] = {}
+#: Seconds a unit of database work may take on each MariaDB engine (by its sync engine).
+_DEADLINES: weakref.WeakKeyDictionary[sa.Engine, float | None] = weakref.WeakKeyDictionary()
 
 
 def deadline(engine: AsyncEngine) -> float | None:
@@ -74,7 +75,7 @@ def deadline(engine: AsyncEngine) -> float | None:
     MariaDB's own `max_statement_time` cannot end a request stuck on a hung server or
     network; this does (PostgreSQL has asyncpg's `command_timeout`, SQLite no network).
     """
-    return _DEADLINES.get(id(engine.sync_engine))
+    return _DEADLINES.get(engine.sync_engine)
 
 
 def read_timeout_seconds(settings: Settings) -> float | None:
@@ -139,7 +140,7 @@ def create_engine(
     kwargs.update(overrides)
     engine = create_async_engine(url, **kwargs)
     if backend == "mysql":
-        _DEADLINES[id(engine.sync_engine)] = read_timeout_seconds(settings)
+        _DEADLINES[engine.sync_engine] = read_timeout_seconds(settings)
     _install_session_setup(
         engine, backend, settings, explicit_begin=sqlite_begin and not autocommit
     )

@@ -110,7 +110,7 @@ async def execute_search(
     assert obj is not None
     plan = rt.plans[obj.name]
     fields = None if spec.fields is None else needed_fields(obj, list(spec.fields), spec.include)
-    names = plan.names if fields is None else ("id", *(f for f in fields if f != "id"))
+    names = plan.names_for(fields)
     order = compile_order(spec.sort, obj, plan.table, dialect=rt.dialect)
     width = len(names)
     # Where each ORDER BY value sits in a row: a selected field's own column, the internal key
@@ -150,18 +150,12 @@ async def execute_search(
             next_cursor = encode_cursor(
                 [last[i] for i in positions], sort_signature=spec.signature, key=rt.cursor_key
             )
-        items = [dict(zip(names, row, strict=False)) for row in rows]
-        account_field = plan.account_field
-        if scoped and account_field in names:
-            owner = account_public_id(principal, path)
-            for item in items:
-                item[account_field] = owner
+        owner = account_public_id(principal, path) if scoped else None
+        items = [plan.public(row, names, owner) for row in rows]
         if spec.include:
             pks = [int(row[width]) for row in rows]
             await attach_includes(conn, rt, obj, items, pks, include_tree(spec.include), account_id)
-        if spec.fields is not None:
-            wanted = {"id", *spec.fields, *(inc.relations[0].name for inc in spec.include)}
-            items = [{k: v for k, v in item.items() if k in wanted} for item in items]
+        items = only_asked(items, spec.fields, spec.include)
         envelope: dict[str, Any] = {"data": items, "next": next_cursor}
         if spec.count:
             total_stmt = sa.select(sa.func.count()).select_from(plan.table).where(*where)
@@ -236,6 +230,17 @@ def page_statement(
     if cacheable and len(plan.pages) < MAX_CACHED_PAGES:
         plan.pages[key] = (stmt, where)
     return stmt, where
+
+
+def only_asked(
+    items: list[dict[str, Any]], fields: Sequence[str] | None, includes: Sequence[Include]
+) -> list[dict[str, Any]]:
+    """`items` cut to what `fields` asked for, with `id` and the included relations; what
+    `needed_fields` added for the includes goes. All of them when `fields` is None."""
+    if fields is None:
+        return items
+    wanted = {"id", *fields, *(inc.relations[0].name for inc in includes)}
+    return [{k: v for k, v in item.items() if k in wanted} for item in items]
 
 
 def needed_fields(obj: ObjectType, fields: list[str], includes: Sequence[Include]) -> list[str]:

@@ -29,6 +29,13 @@ def ancestor_param(depth: int) -> str:
     return f"anc{depth}"
 
 
+def account_column(obj: ObjectType, table: sa.FromClause) -> sa.ColumnElement[Any]:
+    """The column that says which account a row of `obj` (in `table`, or an alias of it)
+    belongs to: `account_id`, or the account's own key."""
+    column: sa.ColumnElement[Any] = table.c.id if obj.name == "account" else table.c.account_id
+    return column
+
+
 def ancestor_key(
     ancestors: tuple[ObjectType, ...], tables: Mapping[str, sa.Table], *, scoped: bool
 ) -> sa.ScalarSelect[Any]:
@@ -39,8 +46,7 @@ def ancestor_key(
     for i, (step, alias) in enumerate(zip(ancestors, aliases, strict=True)):
         conditions.append(alias.c.id_random == sa.bindparam(ancestor_param(i)))
         if scoped:
-            column = alias.c.id if step.name == "account" else alias.c.account_id
-            conditions.append(column == sa.bindparam(ACCOUNT_PARAM))
+            conditions.append(account_column(step, alias) == sa.bindparam(ACCOUNT_PARAM))
         if i > 0:
             assert step.parent is not None
             conditions.append(alias.c[step.parent.field] == aliases[i - 1].c.id)
@@ -82,7 +88,6 @@ class ReadPlan:
         self._scoped_columns = scoped_columns
         self.names: tuple[str, ...] = tuple(columns)
         self.pk = self.table.c.id
-        self.is_account = obj.name == "account"
         self.tables = tables
         self._select_all = self._build_select(self.columns.values())
         self._select_scoped = self._build_select(self._scoped_columns.values(), in_account=True)
@@ -110,9 +115,16 @@ class ReadPlan:
         """
         if fields is None:
             return self._select_scoped if in_account else self._select_all
-        names = ["id", *(f for f in fields if f != "id")]
+        names = self.names_for(fields)
         columns = self._scoped_columns if in_account else self.columns
         return self._build_select((columns[name] for name in names), in_account=in_account)
+
+    def names_for(self, fields: Iterable[str] | None) -> tuple[str, ...]:
+        """The public names `select(fields)` reads, in order: every readable one, or `id`
+        then `fields`."""
+        if fields is None:
+            return self.names
+        return ("id", *(f for f in fields if f != "id"))
 
     def _build_select(
         self, cols: Iterable[sa.ColumnElement[Any]], *, in_account: bool = False
@@ -127,17 +139,14 @@ class ReadPlan:
         """The account predicate every statement on this type carries (`true` for system)."""
         if account_id is None:
             return sa.true()
-        if self.is_account:
-            return self.table.c.id == account_id
-        return self.table.c.account_id == account_id
+        return account_column(self.obj, self.table) == account_id
 
     def scoped(self, stmt: sa.Select[Any], account_id: int | None) -> sa.Select[Any]:
         return stmt.where(self.tenant_predicate(account_id))
 
     def account_param(self) -> sa.ColumnElement[bool]:
         """The account predicate with the account as the bind parameter `:acct`."""
-        column = self.table.c.id if self.is_account else self.table.c.account_id
-        return column == sa.bindparam(ACCOUNT_PARAM)
+        return account_column(self.obj, self.table) == sa.bindparam(ACCOUNT_PARAM)
 
     def under(self, ancestors: tuple[ObjectType, ...], *, scoped: bool) -> sa.ColumnElement[bool]:
         """Rows whose parent is the last of `ancestors` (bound as `:anc0`...), or `true`."""

@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from engine.errors import ForbiddenError, NotFoundError, ValidationError
 from engine.paths import CrudPath
-from engine.plans import ACCOUNT_PARAM, ID_PARAM, ancestor_key, ancestor_param
+from engine.plans import ACCOUNT_PARAM, ID_PARAM, account_column, ancestor_key, ancestor_param
 from engine.principal import Principal
 from engine.runtime import Runtime
 from registry.descriptors import ObjectType
@@ -107,8 +107,7 @@ async def resolve_references(
         table = rt.tables[target.table]
         stmt = sa.select(table.c.id).where(table.c.id_random == public)
         if account_id is not None:
-            scope = table.c.id if target.name == "account" else table.c.account_id
-            stmt = stmt.where(scope == account_id)
+            stmt = stmt.where(account_column(target, table) == account_id)
         found = (await conn.execute(stmt)).scalar()
         if found is None:
             missing.append({"path": field.name, "message": f"no {target.name} with this id"})

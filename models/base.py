@@ -111,39 +111,24 @@ class UTCDateTime(TypeDecorator[dt.datetime]):
     def result_processor(
         self, dialect: Dialect, coltype: object
     ) -> Callable[[Any], dt.datetime | None] | None:
-        """One cheap call per value, no TypeDecorator machinery: MariaDB and SQLite give naive
-        UTC, made aware here; asyncpg gives aware UTC (the session's time zone is UTC) except
-        for its two sentinels, 0001-01-01T00:00:00 and 9999-12-31T23:59:59.999999, which it
-        returns naive (`datetime.min`/`max`)."""
-        if dialect.name == "postgresql":
-            return _aware_or_none
+        """One cheap call per value, no TypeDecorator machinery: MariaDB gives naive UTC and
+        SQLite text (parsed by the driver-level processor first), made aware here; asyncpg
+        gives aware UTC (the session's time zone is UTC) except for its two sentinels,
+        0001-01-01T00:00:00 and 9999-12-31T23:59:59.999999, returned naive."""
         impl = self.impl_instance.result_processor(dialect, coltype)
+        if impl is None:
+            return utc_or_none
 
-        def aware(value: Any) -> dt.datetime | None:
-            if impl is not None:
-                value = impl(value)
-            return None if value is None else _as_utc(value)
+        def parsed_then_utc(value: Any) -> dt.datetime | None:
+            return utc_or_none(impl(value))
 
-        return aware
-
-    def process_result_value(self, value: Any, dialect: Dialect) -> dt.datetime | None:
-        if value is None:
-            return None
-        if isinstance(value, str):  # pragma: no cover - SQLite returns datetime already
-            value = dt.datetime.fromisoformat(value)
-        moment: dt.datetime = value
-        if moment.tzinfo is None:
-            return moment.replace(tzinfo=dt.UTC)
-        return moment.astimezone(dt.UTC)
+        return parsed_then_utc
 
 
-def _aware_or_none(value: dt.datetime | None) -> dt.datetime | None:
-    if value is None or value.tzinfo is not None:
+def utc_or_none(value: dt.datetime | None) -> dt.datetime | None:
+    """`value` as an aware UTC datetime (naive values are UTC), None as None."""
+    if value is None or value.tzinfo is dt.UTC:
         return value
-    return _as_utc(value)
-
-
-def _as_utc(value: dt.datetime) -> dt.datetime:
     if value.tzinfo is None:
         return dt.datetime(
             value.year,

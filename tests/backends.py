@@ -107,3 +107,16 @@ async def check_redis(url: str) -> None:
         await asyncio.wait_for(client.ping(), 3)
     finally:
         await client.aclose()
+
+
+async def drop_redis_namespace(url: str, namespace: str) -> None:
+    """Delete every key under `namespace` (a test's own prefix) from the Redis at `url`."""
+    import redis.asyncio as redis
+
+    client = redis.from_url(url)
+    try:
+        keys = [key async for key in client.scan_iter(match=namespace + "*")]
+        if keys:
+            await client.delete(*keys)
+    finally:
+        await client.aclose()

@@ -124,14 +124,8 @@ async def find_or_insert_file(
     }
     insert = sa.insert(table).values(**values)
     try:
-        if conn.dialect.name == "sqlite":
-            # pysqlite's legacy transaction handling turns a SAVEPOINT into the outer
-            # transaction (RELEASE would commit it); SQLite rolls back only the failing
-            # statement on a constraint error, so no savepoint is needed there.
+        async with conn.begin_nested():  # real on SQLite too (the engine emits BEGIN)
             result = await conn.execute(insert)
-        else:
-            async with conn.begin_nested():
-                result = await conn.execute(insert)
     except sa_exc.IntegrityError:
         # A concurrent upload of the same bytes won; its row is the one to use.
         pk = await _file_pk(conn, table, account_id, upload.sha256, locking=True)

@@ -19,7 +19,6 @@ from urllib.parse import unquote
 import httpx
 import jsonschema
 import pytest
-import redis.asyncio as redis
 import sqlalchemy as sa
 
 from engine.app import create_app
@@ -31,7 +30,7 @@ from engine.runtime import Runtime, build_runtime
 from engine.settings import RateLimit, Settings
 from models.base import Base
 from registry.jsonschema import type_schema
-from tests.backends import check_redis, redis_url, unavailable
+from tests.backends import check_redis, drop_redis_namespace, redis_url, unavailable
 from tests.tenant_scope import Checker
 
 
@@ -282,13 +281,7 @@ async def app_cache(cache_backend: str) -> AsyncIterator[CacheBackend | None]:
         unavailable("redis", exc)
     namespace = f"aether-test:{secrets.token_hex(6)}:"
     yield RedisCache(url, namespace=namespace)
-    client = redis.from_url(url)
-    try:
-        keys = [key async for key in client.scan_iter(match=namespace + "*")]
-        if keys:
-            await client.delete(*keys)
-    finally:
-        await client.aclose()
+    await drop_redis_namespace(url, namespace)
 
 
 async def make_api(settings: Settings, cache: CacheBackend | None) -> Api:

@@ -19,6 +19,7 @@ import redis.asyncio as redis
 
 from engine.cache import RedisCache
 from engine.ratelimit import RateLimiter
+from tests.backends import drop_redis_namespace
 
 DEAD_URL = "redis://127.0.0.1:1/0"
 
@@ -27,13 +28,7 @@ DEAD_URL = "redis://127.0.0.1:1/0"
 async def namespace(redis_test_url: str) -> AsyncIterator[str]:
     name = f"aether-test:{secrets.token_hex(6)}:"
     yield name
-    client = redis.from_url(redis_test_url)
-    try:
-        keys = [key async for key in client.scan_iter(match=name + "*")]
-        if keys:
-            await client.delete(*keys)
-    finally:
-        await client.aclose()
+    await drop_redis_namespace(redis_test_url, name)
 
 
 @contextlib.asynccontextmanager

@@ -19,6 +19,7 @@ from engine.errors import AetherError
 from engine.health import healthz, readyz, warn_if_not_migrated
 from engine.logging import RequestLogMiddleware
 from engine.problems import handle_aether_error, handle_http_exception
+from engine.realtime.service import Realtime
 from engine.runtime import Runtime, build_runtime
 from engine.settings import Settings
 
@@ -41,15 +42,18 @@ def create_app(
     """The ASGI app for `settings`. The registry is built here, so bad models fail now."""
     rt = runtime or build_runtime(settings)
     chosen = default_actions() if actions is None else list(actions)
+    realtime = Realtime(rt)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await rt.start()
         await bind_runtime_store(rt)
         await warn_if_not_migrated(rt)
+        await realtime.start()
         try:
             yield
         finally:
+            await realtime.close()
             await rt.close()
 
     routes: list[BaseRoute] = [  # the busiest first: the router tries them in order
@@ -57,6 +61,7 @@ def create_app(
         Route("/healthz", healthz, methods=["GET", "HEAD"]),
         Route("/readyz", readyz, methods=["GET", "HEAD"]),
         *extra_routes(rt, chosen),
+        *realtime.routes(),
         *action_routes(chosen),
     ]
     middleware = [Middleware(RequestLogMiddleware)]
@@ -88,6 +93,7 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.runtime = rt
+    app.state.realtime = realtime
     return app
 
 

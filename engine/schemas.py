@@ -68,9 +68,10 @@ def type_schema_response(request: Request, rt: Runtime, obj: ObjectType) -> Resp
 
 def openapi_document(rt: Runtime, actions: Sequence[Any]) -> dict[str, Any]:
     from engine.openapi import build_openapi
+    from engine.realtime.openapi import add_realtime
 
     operations = [spec for action in actions if (spec := getattr(action, "openapi", None))]
-    return build_openapi(rt.registry, actions=operations)
+    return add_realtime(build_openapi(rt.registry, actions=operations))
 
 
 def openapi_routes(rt: Runtime, actions: Sequence[Any]) -> list[BaseRoute]:

@@ -50,6 +50,7 @@ PING_SECONDS = 20.0
 AUTH_SECONDS = 5.0
 RECHECK_SECONDS = 20.0  # how often a live connection's credentials are verified again
 MAX_CLIENT_MESSAGE = 64 * 1024
+CLOSE_SECONDS = 5.0  # how long a close frame may wait for a client that reads nothing
 CLOSE_UNAUTHORIZED = 4401
 CLOSE_POLICY = 1008
 CLOSE_TOO_BIG = 1009
@@ -204,14 +205,20 @@ class Realtime:
     ) -> None:
         reader = asyncio.create_task(self._ws_read(ws, session))
         writer = asyncio.create_task(self._ws_write(ws, session, auth, expires))
+        behind = asyncio.create_task(session.overflow.wait())
+        tasks = (reader, writer, behind)
         try:
-            await asyncio.wait({reader, writer}, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            for task in (reader, writer):
+            for task in tasks:
                 task.cancel()
-            for task in (reader, writer):
+            for task in tasks:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
+        if session.overflowed:  # the writer may be stuck on a client that reads nothing
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(CLOSE_SECONDS):
+                    await ws.close(CLOSE_POLICY, "more than 1000 messages behind")
 
     async def _ws_read(self, ws: WebSocket, session: Session) -> None:
         while True:
@@ -262,7 +269,6 @@ class Realtime:
             wait = min(next_ping, next_check, expires or next_ping) - time.monotonic()
             found = await session.next_message(max(wait, 0.0))
             if session.overflowed:
-                await ws.close(CLOSE_POLICY, "more than 1000 messages behind")
                 return
             if found is not None:
                 await ws.send_text(found[1].decode())

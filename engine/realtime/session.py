@@ -101,7 +101,7 @@ class Session:
         self.max_backlog = max_backlog
         self.outbox: collections.deque[tuple[Seq | None, bytes]] = collections.deque()
         self.wake = asyncio.Event()
-        self.overflowed = False
+        self.overflow = asyncio.Event()  # set once: the transport must end the connection
         self.subscriptions: dict[str | None, Subscription] = {}
         self._listening = False
 
@@ -201,8 +201,12 @@ class Session:
             self._overflow()
         self.wake.set()
 
+    @property
+    def overflowed(self) -> bool:
+        return self.overflow.is_set()
+
     def _overflow(self) -> None:
-        self.overflowed = True
+        self.overflow.set()
         self.outbox.clear()  # the connection is ending: free what it would have sent
         for sub in self.subscriptions.values():
             sub.waiting.clear()

@@ -39,7 +39,7 @@ from engine.realtime.feed import (
     parse_seq,
 )
 from engine.realtime.redis_feed import RedisFeed
-from engine.realtime.session import Session, encode_message, error_message
+from engine.realtime.session import MAX_BACKLOG, Session, encode_message, error_message
 from engine.runtime import Runtime
 
 logger = logging.getLogger(__name__)
@@ -216,6 +216,7 @@ class Realtime:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
         if session.overflowed:  # the writer may be stuck on a client that reads nothing
+            logger.warning("closed a realtime connection more than %d messages behind", MAX_BACKLOG)
             with contextlib.suppress(Exception):
                 async with asyncio.timeout(CLOSE_SECONDS):
                     await ws.close(CLOSE_POLICY, "more than 1000 messages behind")

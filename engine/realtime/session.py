@@ -217,7 +217,8 @@ class Session:
         if not self.outbox and not self.overflowed:
             self.wake.clear()
             try:
-                await asyncio.wait_for(self.wake.wait(), wait)
+                async with asyncio.timeout(wait):  # no task per wait, unlike wait_for
+                    await self.wake.wait()
             except TimeoutError:
                 return None
         if self.overflowed or not self.outbox:

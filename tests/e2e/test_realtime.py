@@ -39,8 +39,8 @@ def two_servers(tmp_path: Path, redis_test_url: str) -> Iterator[tuple[Any, ...]
     ) as env:  # fmt: skip
         one, two = env.launch(), env.launch()
         env.cli("migrate")
-        a = env.create_account(slug_a)
-        b = env.create_account(slug_b)
+        a = {**env.create_account(slug_a), "slug": slug_a}
+        b = {**env.create_account(slug_b), "slug": slug_b}
         for server in (one, two):
             assert wait_healthy(server), server.describe()
         try:
@@ -191,6 +191,19 @@ async def test_refusals_over_websocket(two_servers):
             assert error["problem"]["status"] == status, error
         await ws.send("not json")
         assert (await recv(ws))["problem"]["status"] == 422
+
+
+async def test_an_expired_token_closes_the_connection(two_servers):
+    env, one, _two, a, _b = two_servers
+    token = env.cli("token", "--account", a["slug"], "--role", "viewer", "--ttl", "3").stdout
+    headers = {"Authorization": f"Bearer {token.strip()}"}
+    async with websockets.connect(ws_url(one), additional_headers=headers) as ws:
+        await subscribe(ws, "s", "event")
+        error = await recv(ws, 15.0)
+        assert error["type"] == "error" and error["problem"]["status"] == 401
+        with pytest.raises(websockets.ConnectionClosed) as closed:
+            await recv(ws)
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 4401
 
 
 def test_sse_carries_the_same_changes_and_resumes(two_servers):

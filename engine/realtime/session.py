@@ -27,6 +27,7 @@ from registry.descriptors import ObjectType, Registry
 
 MAX_BACKLOG = 1_000
 MAX_SUBSCRIPTIONS = 100
+MAX_VERSIONS = 10_000  # objects whose last version a session remembers
 
 
 class ChangeMessage(msgspec.Struct, kw_only=True):
@@ -104,6 +105,9 @@ class Session:
         self.overflow = asyncio.Event()  # set once: the transport must end the connection
         self.subscriptions: dict[str | None, Subscription] = {}
         self._listening = False
+        #: The highest version seen per object: two workers writing one object may append
+        #: their changes in the other order than they committed; the older one is dropped.
+        self._versions: collections.OrderedDict[tuple[str, str], int] = collections.OrderedDict()
 
     # -- subscribing ----------------------------------------------------------------------
 
@@ -179,7 +183,11 @@ class Session:
             return
         sub.after = entry.seq
         change = entry.change
-        if change.object != sub.obj.name or not sub.predicate(entry.state):
+        if change.object != sub.obj.name or self._is_stale(
+            change.object, change.id, change.version
+        ):
+            return
+        if not sub.predicate(entry.state):
             return
         message = ChangeMessage(
             type="change",
@@ -192,6 +200,17 @@ class Session:
             seq=format_seq(entry.seq),
         )
         self.push(entry.seq, encode_message(message))
+
+    def _is_stale(self, name: str, public_id: str, version: int) -> bool:
+        key = (name, public_id)
+        seen = self._versions.get(key)
+        if seen is not None and version < seen:
+            return True
+        self._versions[key] = version
+        self._versions.move_to_end(key)
+        if len(self._versions) > MAX_VERSIONS:
+            self._versions.popitem(last=False)
+        return False
 
     def push(self, seq: Seq | None, message: bytes) -> None:
         if self.overflowed:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import msgspec
 import pytest
 
 import models  # noqa: F401  # registers every model
@@ -136,6 +137,18 @@ async def test_refusals() -> None:
     await session.subscribe(session.check("s", "event", None), None)
     with pytest.raises(ValidationError):
         session.check("s", "event", None)
+
+
+async def test_a_change_published_after_a_newer_one_of_its_object_is_dropped() -> None:
+    feed = MemoryFeed()
+    session = make(feed)
+    await session.subscribe(session.check("s", "event", None), None)
+    v2, v3 = (msgspec.structs.replace(change(1, "update"), version=v) for v in (2, 3))
+    gone = msgspec.structs.replace(change(1, "delete"), version=3)
+    await feed.publish([v3, v2, gone])  # v2 committed first, but was appended last
+    assert [(m.get("op"), m.get("version")) for m in drain(session)[1:]] == [
+        ("update", 3), ("delete", 3),
+    ]  # fmt: skip
 
 
 def test_seq_round_trips_and_rejects_anything_else() -> None:

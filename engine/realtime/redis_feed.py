@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -159,6 +160,7 @@ class RedisFeed:
         self._readers: dict[str, _Reader] = {}
         self._lost: set[str] = set()
         self._repair: asyncio.Task[None] | None = None
+        self._down_until = 0.0  # until then, publishing skips Redis (it just failed)
 
     async def start(self) -> None:
         return None
@@ -178,6 +180,10 @@ class RedisFeed:
                 await client.aclose()
 
     async def publish(self, changes: Sequence[Change]) -> None:
+        if time.monotonic() < self._down_until:  # just failed: don't make writes wait
+            for account in {c.account for c in changes}:
+                self._lose(account)
+            return
         try:
             async with asyncio.timeout(TIMEOUT):
                 pipe = self.client.pipeline(transaction=False)
@@ -195,6 +201,7 @@ class RedisFeed:
                 len(changes),
                 type(exc).__name__,
             )
+            self._down_until = time.monotonic() + RETRY_SECONDS
             for account in {c.account for c in changes}:
                 self._lose(account)
 

@@ -16,6 +16,7 @@ Figures are for this machine and for comparing commits, not absolutes; nothing h
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import os
 import secrets
@@ -136,13 +137,21 @@ def raw_subscriber(port: int, key: str) -> socket.socket:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     sock.sendall(
         f"GET /v3/realtime HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
-        f"Connection: Upgrade\r\nSec-WebSocket-Key: {secrets.token_urlsafe(16)}==\r\n"
+        f"Connection: Upgrade\r\nSec-WebSocket-Key: {base64.b64encode(os.urandom(16)).decode()}\r\n"
         f"Sec-WebSocket-Version: 13\r\nX-API-Key: {key}\r\n\r\n".encode()
     )
+    seen = b""
+    while b"\r\n\r\n" not in seen:  # the 101 answer
+        seen += sock.recv(1)
     payload = json.dumps({"type": "subscribe", "id": "s", "object": "event"}).encode()
     mask = secrets.token_bytes(4)
     masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
     sock.sendall(bytes([0x81, 0x80 | len(payload)]) + mask + masked)
+    seen = b""
+    while b"subscribed" not in seen:  # read up to `subscribed`, then never again
+        seen += sock.recv(1)
+    while not seen.endswith(b"}"):
+        seen += sock.recv(1)
     return sock
 
 
@@ -155,7 +164,6 @@ def read_frames(sock: socket.socket, limit: float) -> tuple[int, int | None]:
             data += chunk
     except (TimeoutError, ConnectionError):
         pass
-    data = data.partition(b"\r\n\r\n")[2]
     texts, code, i = 0, None, 0
     while i + 2 <= len(data):
         opcode, size = data[i] & 0x0F, data[i + 1] & 0x7F
@@ -167,6 +175,8 @@ def read_frames(sock: socket.socket, limit: float) -> tuple[int, int | None]:
         body, i = data[i : i + size], i + size
         if opcode == 1:
             texts += 1
+            if texts == 1 and os.environ.get("AE_BENCH_SHOW_LOGS"):
+                print("first message:", body[:300])
         elif opcode == 8 and len(body) >= 2:
             code = int.from_bytes(body[:2])
     return texts, code
@@ -227,6 +237,11 @@ def main() -> None:
             ports = (servers[0][1], servers[1][1])
             pids = (servers[0][0].pid, servers[1][0].pid)
             asyncio.run(run(ports, pids, made["api_key"]))
+            if os.environ.get("AE_BENCH_SHOW_LOGS"):
+                for log in work.glob("server-*.log"):
+                    print(log.read_text()[-3000:])
+            cut = sum(log.read_text().count("messages behind") for log in work.glob("server-*.log"))
+            print(f"connections the servers logged as cut off for falling behind: {cut}")
         finally:
             for proc, _ in servers:
                 proc.terminate()

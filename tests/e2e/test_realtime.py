@@ -195,11 +195,12 @@ async def test_refusals_over_websocket(two_servers):
 
 async def test_an_expired_token_closes_the_connection(two_servers):
     env, one, _two, a, _b = two_servers
-    token = env.cli("token", "--account", a["slug"], "--role", "viewer", "--ttl", "3").stdout
+    # Long enough to connect on a loaded machine (the CLI alone takes seconds to start).
+    token = env.cli("token", "--account", a["slug"], "--role", "viewer", "--ttl", "12").stdout
     headers = {"Authorization": f"Bearer {token.strip()}"}
     async with websockets.connect(ws_url(one), additional_headers=headers) as ws:
         await subscribe(ws, "s", "event")
-        error = await recv(ws, 15.0)
+        error = await recv(ws, 30.0)
         assert error["type"] == "error" and error["problem"]["status"] == 401
         with pytest.raises(websockets.ConnectionClosed) as closed:
             await recv(ws)

@@ -406,9 +406,7 @@ async def _insert(conn: AsyncConnection, plan: ReadPlan, columns: dict[str, Any]
         columns["id_random"] = new_public_id()
         try:
             async with translate_errors(plan.obj):
-                result = await conn.execute(
-                    plan.table.insert().values(**columns).returning(*plan.returning)
-                )
+                result = await conn.execute(plan.insert, columns)
         except IdCollisionError:
             continue
         return result.one()

@@ -101,6 +101,9 @@ class ReadPlan:
             self.pk.label(PK_LABEL),
             self.table.c.version.label(VERSION_LABEL),
         )
+        #: The INSERT, built once: the row's values are execution parameters, so a create
+        #: builds no SQL expression (SQLAlchemy compiles it once per set of columns given).
+        self.insert = self.table.insert().returning(*self.returning)
         for chain in ancestor_chains(obj, registry):
             for scoped in (True, False):
                 self.item(chain, scoped=scoped)

@@ -47,7 +47,7 @@ from engine.listing import (
     run_search,
 )
 from engine.paths import CrudPath, parse_crud_path
-from engine.plans import ReadPlan
+from engine.plans import ReadPlan, row_params
 from engine.principal import Principal
 from engine.repository import IdCollisionError, autocommit, read, translate_errors
 from engine.responses import (
@@ -474,13 +474,8 @@ async def update_item(
             columns.update(updated_at=updated_at, version=version + 1)
             pk = int(row[len(plan.names)])
             result = await conn.execute(
-                plan.table.update()
-                .where(
-                    plan.pk == pk,
-                    plan.tenant_predicate(account_id),
-                    plan.table.c.version == version,
-                )
-                .values(**columns)
+                plan.update[account_id is not None],
+                {**columns, **row_params(pk, version, account_id)},
             )
             if result.rowcount == 1:
                 break
@@ -531,11 +526,7 @@ async def delete_item(
         check_role_grant(principal, obj, {}, current)
         try:
             result = await conn.execute(
-                plan.table.delete().where(
-                    plan.pk == pk,
-                    plan.tenant_predicate(account_id),
-                    plan.table.c.version == version,
-                )
+                plan.delete[account_id is not None], row_params(pk, version, account_id)
             )
         except sa_exc.IntegrityError as exc:
             blockers = await blocking_types(conn, rt, obj, sa.literal(pk), account_id)

@@ -127,7 +127,10 @@ def create_engine(
             # client-side bound too, or a request holding a connection waits forever.
             # The bound is applied around each unit of database work (`deadline()`), not as
             # asyncmy's read_timeout, which costs an asyncio.wait_for task per packet read.
-            kwargs["connect_args"] = {"connect_timeout": CONNECT_TIMEOUT_SECONDS}
+            kwargs["connect_args"] = {
+                "connect_timeout": CONNECT_TIMEOUT_SECONDS,
+                "stmt_cache_size": 256,
+            }
         else:
             kwargs["connect_args"] = {
                 "timeout": CONNECT_TIMEOUT_SECONDS,

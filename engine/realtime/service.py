@@ -21,7 +21,7 @@ from starlette.routing import BaseRoute, Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from engine.auth.api_keys import extract_credentials
-from engine.authenticate import authenticate
+from engine.authenticate import authenticate, verify_credentials
 from engine.errors import (
     AetherError,
     ServiceUnavailableError,
@@ -124,10 +124,17 @@ class Credentialed:
     def present(self) -> bool:
         return extract_credentials(self.conn.headers.items()) is not None
 
-    async def verify(self, rt: Runtime) -> tuple[Principal, float | None]:
-        """The principal, and when (time.monotonic()) its token expires (None: a key)."""
-        principal = await authenticate(self.conn)
+    async def verify(self, rt: Runtime, *, again: bool = False) -> tuple[Principal, float | None]:
+        """The principal, and when (time.monotonic()) its token expires (None: a key).
+
+        The first time counts against the rate limit like any request; `again` (a live
+        connection's periodic check) does not.
+        """
         credentials = extract_credentials(self.conn.headers.items())
+        if again and credentials is not None:
+            principal = await verify_credentials(rt, credentials)
+        else:
+            principal = await authenticate(self.conn)
         expires = None
         if credentials is not None and credentials.kind == "jwt":
             left = rt.jwt.verify(credentials.value).exp - time.time()
@@ -257,7 +264,7 @@ class Realtime:
             if now >= next_check:
                 next_check = now + RECHECK_SECONDS
                 try:
-                    principal, expires = await auth.verify(self.rt)
+                    principal, expires = await auth.verify(self.rt, again=True)
                 except AetherError as exc:
                     await _ws_refuse(ws, exc)
                     return
@@ -337,7 +344,7 @@ class Realtime:
                 if now >= next_check:
                     next_check = now + RECHECK_SECONDS
                     try:
-                        principal, expires = await auth.verify(self.rt)
+                        principal, expires = await auth.verify(self.rt, again=True)
                     except AetherError:
                         return
                     if principal.role != session.principal.role:

@@ -20,7 +20,14 @@ import msgspec
 
 from engine.errors import AetherError, ForbiddenError, ValidationError
 from engine.principal import Principal
-from engine.realtime.feed import Entry, Feed, ResyncRequiredError, Seq, format_seq
+from engine.realtime.feed import (
+    Entry,
+    Feed,
+    FeedUnavailableError,
+    ResyncRequiredError,
+    Seq,
+    format_seq,
+)
 from engine.realtime.predicate import Predicate, compile_predicate, parse_subscription_filter
 from engine.requestctx import current_request_id
 from registry.descriptors import ObjectType, Registry
@@ -138,7 +145,7 @@ class Session:
                 await self.feed.listen(self.account, self)
                 self._listening = True
             if since is None:
-                after, backlog = await self.feed.position(self.account), []
+                after, backlog = await self._start(), []
             else:
                 after, backlog = since, await self.feed.replay(self.account, since)
         except BaseException:
@@ -151,6 +158,15 @@ class Session:
             if sub.id not in self.subscriptions:
                 break
             self._offer(sub, entry)
+
+    async def _start(self) -> Seq:
+        """Where a new subscription starts: now. While the feed cannot say where now is
+        (Redis down), from the start of what the feed delivers next; the changes lost
+        meanwhile reach it as a gap (resync-required) once Redis answers again."""
+        try:
+            return await self.feed.position(self.account)
+        except FeedUnavailableError:
+            return (0, 0)
 
     def unsubscribe(self, sid: str | None) -> bool:
         return self.subscriptions.pop(sid, None) is not None

@@ -14,6 +14,7 @@ from engine.principal import Principal
 from engine.realtime.changes import Change
 from engine.realtime.feed import (
     Entry,
+    FeedUnavailableError,
     MemoryFeed,
     ResyncRequiredError,
     format_seq,
@@ -149,6 +150,21 @@ async def test_a_change_published_after_a_newer_one_of_its_object_is_dropped() -
     assert [(m.get("op"), m.get("version")) for m in drain(session)[1:]] == [
         ("update", 3), ("delete", 3),
     ]  # fmt: skip
+
+
+class UnreachableFeed(MemoryFeed):
+    """A feed that cannot say where it is now (as a Redis feed while Redis is down)."""
+
+    async def position(self, account: str) -> tuple[int, int]:
+        raise FeedUnavailableError("down")
+
+
+async def test_a_subscription_made_while_the_feed_is_down_starts_and_hears_later() -> None:
+    feed = UnreachableFeed()
+    session = make(feed)
+    await session.subscribe(session.check("s", "event", None), None)
+    await feed.publish([change(1)])
+    assert [m.get("id") for m in drain(session)] == ["s", "id1"]
 
 
 def test_seq_round_trips_and_rejects_anything_else() -> None:

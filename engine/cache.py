@@ -200,6 +200,7 @@ class RedisCache:
         self._clock = clock
         self._generation = 0
         self._generation_known = False
+        self._first_lock = asyncio.Lock()
         self._open_until = 0.0
         self._degraded = False
         self._probing = False
@@ -222,7 +223,7 @@ class RedisCache:
             if probing:
                 await asyncio.wait_for(self._recover(), self.operation_timeout)
             elif not self._generation_known:
-                await asyncio.wait_for(self._load_generation(), self.operation_timeout)
+                await asyncio.wait_for(self._first_contact(), self.operation_timeout)
             result = await asyncio.wait_for(operation(), self.operation_timeout)
         except Exception as exc:  # a cache failure must never become a failed request
             self._trip(exc)
@@ -243,6 +244,14 @@ class RedisCache:
             )
         else:
             logger.debug("redis still unavailable (%s)", type(exc).__name__)
+
+    async def _first_contact(self) -> None:
+        """Load the generation once, however many requests arrive together: a cluster
+        client maps the slots on its first command, and concurrent first commands would
+        each remap them, closing the connections the others are using."""
+        async with self._first_lock:
+            if not self._generation_known:
+                await self._load_generation()
 
     async def _load_generation(self) -> None:
         self._generation = int(await self._client.get(self._generation_key) or 0)

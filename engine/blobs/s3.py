@@ -112,11 +112,28 @@ def _unavailable(exc: BaseException) -> ServiceUnavailableError:
     return ServiceUnavailableError("The blob store is unavailable; try again later")
 
 
+def _is_s3_failure(exc: BaseException) -> bool:
+    """An error from the client or the network (not a bug of ours, not our own answer)."""
+    module = type(exc).__module__ or ""
+    return module.startswith(("botocore", "aiobotocore", "aiohttp")) or isinstance(
+        exc, (OSError, TimeoutError)
+    )
+
+
 def _failure(exc: Exception) -> Exception:
-    """What a caller sees for an S3 failure: a 503 for anything but our own errors."""
-    if isinstance(exc, (NotFoundError, PayloadTooLargeError, ServiceUnavailableError)):
-        return exc
-    return _unavailable(exc)
+    """What a caller sees for an S3 failure: a 503; anything else as it is."""
+    return _unavailable(exc) if _is_s3_failure(exc) else exc
+
+
+@contextlib.asynccontextmanager
+async def _answering_503() -> AsyncIterator[None]:
+    """S3 or network failures inside become ServiceUnavailableError (503, Retry-After)."""
+    try:
+        yield
+    except Exception as exc:
+        if _is_s3_failure(exc):
+            raise _unavailable(exc) from exc
+        raise
 
 
 def _named_start(name: str) -> float:
@@ -431,22 +448,24 @@ class S3BlobStore:
     # -- BlobStore ------------------------------------------------------------------------
 
     async def read_store_id(self) -> str | None:
-        client = await self.client()
-        try:
-            found = await client.get_object(Bucket=self.bucket, Key=self.store_id_key)
-        except Exception as exc:
-            if _is(exc, _NOT_FOUND):
-                return None
-            raise
-        async with found["Body"] as body:
-            text = (await body.read()).decode("ascii", "replace").strip()
+        async with _answering_503():
+            client = await self.client()
+            try:
+                found = await client.get_object(Bucket=self.bucket, Key=self.store_id_key)
+            except Exception as exc:
+                if _is(exc, _NOT_FOUND):
+                    return None
+                raise
+            async with found["Body"] as body:
+                text = (await body.read()).decode("ascii", "replace").strip()
         return text or None
 
     async def claim_store_id(self, store_id: str) -> str:
         """Record `store_id` unless an id is there (a conditional PUT); return the one kept."""
         if not store_id or not store_id.isalnum():
             raise ValueError("a store id is letters and digits")
-        await self.put_new(self.store_id_key, (store_id + "\n").encode("ascii"))
+        async with _answering_503():
+            await self.put_new(self.store_id_key, (store_id + "\n").encode("ascii"))
         found = await self.read_store_id()
         assert found is not None  # written just now, or by the claimer that won
         return found
@@ -515,16 +534,18 @@ class S3BlobStore:
     async def delete(self, sha256: str) -> bool:
         if not await self.exists(sha256):
             return False
-        client = await self.client()
-        await client.delete_object(Bucket=self.bucket, Key=self.blob_key(sha256))
+        async with _answering_503():
+            client = await self.client()
+            await client.delete_object(Bucket=self.bucket, Key=self.blob_key(sha256))
         return True
 
     async def _list(self, prefix: str) -> AsyncIterator[dict[str, Any]]:
-        client = await self.client()
-        paginator = client.get_paginator("list_objects_v2")
-        async for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
-            for item in page.get("Contents", ()):
-                yield item
+        async with _answering_503():
+            client = await self.client()
+            paginator = client.get_paginator("list_objects_v2")
+            async for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
+                for item in page.get("Contents", ()):
+                    yield item
 
     async def iter_blobs(self) -> AsyncIterator[BlobInfo]:
         """Every stored blob with its LastModified, one listing page at a time."""
@@ -537,17 +558,18 @@ class S3BlobStore:
     async def iter_temp_files(self) -> AsyncIterator[TempFileInfo]:
         """Uploads under way (multipart uploads, named `<uuid>.<upload id in hex>`) and
         temp objects left by a writer that stopped between completing and copying."""
-        client = await self.client()
         prefix = self.temp_key("")
-        paginator = client.get_paginator("list_multipart_uploads")
-        async for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
-            for upload in page.get("Uploads", ()):
-                name = str(upload["Key"])[len(prefix) :]
-                if "/" in name or "." in name:
-                    continue
-                hex_id = str(upload["UploadId"]).encode().hex()
-                started = max(upload["Initiated"].timestamp(), _named_start(name))
-                yield TempFileInfo(f"{name}.{hex_id}", started)
+        async with _answering_503():
+            client = await self.client()
+            paginator = client.get_paginator("list_multipart_uploads")
+            async for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
+                for upload in page.get("Uploads", ()):
+                    name = str(upload["Key"])[len(prefix) :]
+                    if "/" in name or "." in name:
+                        continue
+                    hex_id = str(upload["UploadId"]).encode().hex()
+                    started = max(upload["Initiated"].timestamp(), _named_start(name))
+                    yield TempFileInfo(f"{name}.{hex_id}", started)
         async for item in self._list(prefix):
             name = str(item["Key"])[len(prefix) :]
             if name and "/" not in name and "." not in name:
@@ -557,6 +579,10 @@ class S3BlobStore:
     async def remove_temp_file(self, name: str) -> bool:
         if not name or "/" in name or "\\" in name or name in (".", ".."):
             return False
+        async with _answering_503():
+            return await self._remove_temp(name)
+
+    async def _remove_temp(self, name: str) -> bool:
         client = await self.client()
         base, dot, hex_id = name.partition(".")
         if not base:

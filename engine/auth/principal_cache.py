@@ -5,6 +5,11 @@ once and kept in this process for `ttl` seconds (`AE_AUTH_CACHE_SECONDS`, 5 by d
 Any change to a key, a user or an account clears the cache at once in the worker that made
 it and, through a Redis pub/sub message, in every other worker within a second. Without
 Redis (or while it is down) another worker sees a change within `ttl` at the latest.
+
+The connections come from `engine.redis_client`: with a Redis Cluster the message is a
+plain `PUBLISH` (every node relays it to its subscribers), and each worker listens on one
+node picked at random, moving to another when that one goes away; behind Sentinel, on the
+current master.
 """
 
 from __future__ import annotations

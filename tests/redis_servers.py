@@ -176,9 +176,10 @@ def start_cluster(directory: Path, masters: int = 3) -> RedisDeployment:
     return deployment
 
 
-def start_sentinel(directory: Path) -> RedisDeployment:
-    """A private master and one sentinel monitoring it as service `aether`."""
-    master_port, sentinel_port = free_ports(2)
+def start_sentinel(directory: Path, *, replica: bool = False) -> RedisDeployment:
+    """A private master (and, with `replica`, one replica of it) and one sentinel watching
+    them as service `aether`. `ports` is [master, sentinel] or [master, sentinel, replica]."""
+    master_port, sentinel_port, replica_port = free_ports(3)
     deployment = RedisDeployment(
         "sentinel", f"redis+sentinel://127.0.0.1:{sentinel_port}/{SERVICE}/0"
     )
@@ -221,7 +222,44 @@ def start_sentinel(directory: Path) -> RedisDeployment:
             ),
             deployment.processes,
         )
+        if replica:
+            replica_dir = directory / "replica"
+            deployment.processes.append(
+                _server(replica_dir, replica_port, "--replicaof", "127.0.0.1", str(master_port))
+            )
+            deployment.ports.append(replica_port)
+            _wait(
+                "the replica, in sync and known to the sentinel",
+                lambda: (
+                    "master_link_status:up" in _cli(replica_port, "info", "replication")
+                    and str(replica_port) in _cli(sentinel_port, "sentinel", "replicas", SERVICE)
+                ),
+                deployment.processes,
+            )
     except BaseException:
         deployment.stop()
         raise
     return deployment
+
+
+def fail_over(deployment: RedisDeployment) -> int:
+    """Make the sentinel promote the replica; answer its port once it is the master and the
+    old master has been turned into its replica (writes it took meanwhile are lost, as
+    with any Sentinel failover)."""
+    master, sentinel, replica = deployment.ports
+    deadline = time.monotonic() + START_TIMEOUT
+    while "OK" not in (answer := _cli(sentinel, "sentinel", "failover", SERVICE)):
+        # NOGOODSLAVE until the sentinel has talked to the replica itself (a few seconds)
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"SENTINEL FAILOVER refused: {answer}")
+        time.sleep(0.5)
+    _wait(
+        "the failover",
+        lambda: (
+            str(replica) in _cli(sentinel, "sentinel", "get-master-addr-by-name", SERVICE)
+            and "role:master" in _cli(replica, "info", "replication")
+            and "role:slave" in _cli(master, "info", "replication")  # demoted: no split brain
+        ),
+        deployment.processes,
+    )
+    return replica

@@ -8,6 +8,7 @@ generation number so entries written before the outage are no longer read (RELIA
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import time
@@ -30,6 +31,7 @@ DEFAULT_SOCKET_TIMEOUT = 0.3
 DEFAULT_OPERATION_TIMEOUT = 0.5
 DEFAULT_COOLDOWN_SECONDS = 5.0
 DEFAULT_NAMESPACE = "ae:"
+WARM_SECONDS = 5.0  # the first contact at start-up (a cluster client maps its slots then)
 
 # The first increment sets the expiry, atomically with it (one key: cluster-safe).
 _INCR_SCRIPT = """
@@ -244,6 +246,12 @@ class RedisCache:
             )
         else:
             logger.debug("redis still unavailable (%s)", type(exc).__name__)
+
+    async def warm(self) -> None:
+        """Make the first contact now, with more time than a request would get (a cluster
+        client maps its slots then). A failure is left for the first request to meet."""
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self._first_contact(), WARM_SECONDS)
 
     async def _first_contact(self) -> None:
         """Load the generation once, however many requests arrive together: a cluster

@@ -18,7 +18,7 @@ from starlette.requests import HTTPConnection
 from engine.auth.jwt import JwtVerifier
 from engine.auth.principal_cache import PrincipalCache
 from engine.blobs import BlobStore, create_blob_store
-from engine.cache import CacheBackend, create_cache
+from engine.cache import CacheBackend, RedisCache, create_cache
 from engine.db import create_engine, dialect_name
 from engine.plans import ReadPlan, build_plans
 from engine.ratelimit import LoginLimiter, RateLimiter
@@ -53,6 +53,8 @@ class Runtime:
         return (self.engine, self.reader)
 
     async def start(self) -> None:
+        if isinstance(self.cache, RedisCache):
+            await self.cache.warm()
         await self.principals.start()
 
     async def close(self) -> None:

@@ -30,6 +30,7 @@ CHANNEL = "ae:auth:invalidate"
 MAX_ENTRIES = 10_000
 RECONNECT_SECONDS = 1.0
 PUBLISH_TIMEOUT = 0.5
+WARM_TIMEOUT = 5.0
 
 
 class PrincipalCache:
@@ -108,6 +109,7 @@ class PrincipalCache:
                 )
                 async with client.pubsub() as pubsub:
                     await pubsub.subscribe(CHANNEL)
+                    await self._warm_publisher()
                     # Whatever changed while we were not listening is unknown: start afresh.
                     self.clear()
                     self.listening.set()
@@ -125,6 +127,13 @@ class PrincipalCache:
                     with contextlib.suppress(Exception):
                         await client.aclose()
             await asyncio.sleep(RECONNECT_SECONDS)
+
+    async def _warm_publisher(self) -> None:
+        """Connect the publisher ahead of the first change: a cluster client maps the slots
+        on first use, which on a busy host takes longer than PUBLISH_TIMEOUT allows."""
+        if self._publisher is not None:
+            with contextlib.suppress(Exception):  # publishing will say so, if it persists
+                await asyncio.wait_for(self._publisher.ping(), WARM_TIMEOUT)
 
     async def close(self) -> None:
         if self._listener is not None:

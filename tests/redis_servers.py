@@ -12,15 +12,19 @@ The binaries are `redis-server` and `redis-cli`: absent, the tests skip with the
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import shutil
+import signal
 import socket
 import subprocess
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 START_TIMEOUT = 30.0
 SERVICE = "aether"
+PR_SET_PDEATHSIG = 1
 
 
 @dataclass
@@ -46,6 +50,14 @@ class RedisDeployment:
                 proc.kill()
                 proc.wait(5)
         self.processes.clear()
+
+
+def die_with_parent() -> None:
+    """Run in the child before exec: on Linux it gets SIGTERM when the test process dies,
+    so no server outlives an interrupted or killed run (elsewhere this does nothing)."""
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def missing_binaries() -> list[str]:
@@ -89,6 +101,7 @@ def _server(directory: Path, port: int, *extra: str) -> subprocess.Popen[bytes]:
             ],
             stdout=log,
             stderr=subprocess.STDOUT,
+            preexec_fn=die_with_parent,
         )
     finally:
         log.close()
@@ -209,6 +222,7 @@ def start_sentinel(directory: Path, *, replica: bool = False) -> RedisDeployment
                     ["redis-server", str(config), "--sentinel"],
                     stdout=log,
                     stderr=subprocess.STDOUT,
+                    preexec_fn=die_with_parent,
                 )
             )
         finally:

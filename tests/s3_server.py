@@ -18,7 +18,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.redis_servers import free_ports
+from tests.redis_servers import die_with_parent, free_ports
 
 START_TIMEOUT = 45.0
 ACCESS_KEY, SECRET_KEY, REGION = "testing", "testing-secret", "us-east-1"
@@ -71,6 +71,7 @@ def start_s3(directory: Path) -> S3Server:
                 [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
                 stdout=log,
                 stderr=subprocess.STDOUT,
+                preexec_fn=die_with_parent,
             )
         finally:
             log.close()

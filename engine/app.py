@@ -70,7 +70,13 @@ def create_app(
             Middleware(
                 CORSMiddleware,
                 allow_origins=list(settings.cors_origins),
-                allow_methods=["GET", "POST", "PATCH", "DELETE"],
+                allow_methods=[
+                    "GET",
+                    "POST",
+                    "PATCH",
+                    "DELETE",
+                    *(("PUT",) if legacy is not None else ()),  # the legacy partial update
+                ],
                 allow_headers=[
                     "Authorization",
                     "X-API-Key",
@@ -80,7 +86,13 @@ def create_app(
                     "Idempotency-Key",
                     "X-Request-ID",
                 ],
-                expose_headers=["ETag", "Location", "X-Request-ID", "Retry-After"],
+                expose_headers=[
+                    "ETag",
+                    "Location",
+                    "X-Request-ID",
+                    "Retry-After",
+                    *(("Deprecation", "Sunset", "Link") if legacy is not None else ()),
+                ],
             )
         )
     app = Starlette(

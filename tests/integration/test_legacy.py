@@ -119,6 +119,7 @@ async def test_headers_on_every_answer_errors_included(api: Api) -> None:
         ("POST", item, h, {}, 405, successor),
         ("PUT", "/v2/crud/account/" + api.a.account_id, h, {"name": "x"}, 403, None),
         ("GET", "/v2/crud/nothing", h, None, 404, "/v3/crud/nothing"),
+        ("GET", "/crud/event/1", h, None, 404, "/v3/crud/event/1"),  # integer ids name nothing
         ("GET", "/v2/crud/event/x/y", h, None, 404, "/v3/crud/event/x/y"),
         ("POST", "/crud/event/search", h, {}, 404, "/v3/crud/event/search"),
         ("GET", "/crud/schema", h, None, 404, "/v3/crud/schema"),
@@ -282,3 +283,23 @@ def test_the_default_sunset_is_an_http_date() -> None:
     import email.utils
 
     assert email.utils.parsedate_to_datetime(DEFAULT_LEGACY_SUNSET).tzinfo is not None
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+async def test_browsers_may_put_and_read_the_headers_cross_origin(
+    database_url: str, tmp_path: Path
+) -> None:
+    origin = "https://console.example"
+    settings = make_settings(database_url, tmp_path, legacy_routes=True, cors_origins=(origin,))
+    made = await make_api(settings, None)
+    async with made.client as client:
+        preflight = await client.options(
+            "/crud/event/x",
+            headers={"Origin": origin, "Access-Control-Request-Method": "PUT"},
+        )
+        assert preflight.status_code == 200, preflight.text
+        assert "PUT" in preflight.headers["access-control-allow-methods"]
+        r = await client.get("/crud/event", headers={**made.a.headers(), "Origin": origin})
+        exposed = r.headers["access-control-expose-headers"]
+        assert {"Deprecation", "Sunset", "Link"} <= {h.strip() for h in exposed.split(",")}
+    await made.runtime.close()

@@ -12,6 +12,7 @@ counted per account, principal and route for `GET /v3/action/legacy-usage`.
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import msgspec
@@ -62,7 +63,7 @@ class LegacyRoutes:
     async def close(self) -> None:
         await self.usage.close()
 
-    def _endpoint(self, prefix: str) -> Any:
+    def _endpoint(self, prefix: str) -> Callable[[Request], Awaitable[Response]]:
         depth = prefix.count("/")
 
         async def endpoint(request: Request) -> Response:

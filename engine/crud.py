@@ -79,9 +79,15 @@ ID_ATTEMPTS = 3
 
 async def crud_endpoint(request: Request) -> Response:
     """The single entry point for `/v3/crud/{path}`."""
-    rt = get_runtime(request)
     principal = await authenticate(request)
-    path = parse_crud_path(crud_segments(request), rt.registry)
+    return await serve_crud(request, principal, crud_segments(request))
+
+
+async def serve_crud(request: Request, principal: Principal, segments: list[str]) -> Response:
+    """Answer the CRUD route named by `segments` (the path after `/v3/crud/`) for an
+    authenticated `principal`; the legacy routes (engine/legacy) call it with theirs."""
+    rt = get_runtime(request)
+    path = parse_crud_path(segments, rt.registry)
     method = request.method
     if path.target == "index":
         _allow(method, ("GET",))

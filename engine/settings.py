@@ -73,6 +73,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     login_rate_limit: RateLimit = RateLimit(5, 60)
     login_address_rate_limit: RateLimit = RateLimit(30, 60)
     forwarded_allow_ips: str | None = None
+    host: str = "127.0.0.1"
+    port: int = 8000
+    workers: int = 1
+    keepalive_timeout: int = 5
     model_modules: tuple[str, ...] = ("models",)
     log_level: str = "INFO"
     log_file: str | None = None
@@ -178,6 +182,9 @@ def load_settings(
         ("AE_MAX_PAGE_SIZE", "max_page_size", 1),
         ("AE_DB_POOL_SIZE", "db_pool_size", 1),
         ("AE_DB_STATEMENT_TIMEOUT_MS", "db_statement_timeout_ms", 0),
+        ("AE_PORT", "port", 1),
+        ("AE_WORKERS", "workers", 1),
+        ("AE_KEEPALIVE_TIMEOUT", "keepalive_timeout", 1),
     ):
         if get(key):
             kwargs[name] = _int(key, get(key, ""), minimum)
@@ -205,6 +212,10 @@ def load_settings(
         if get(key):
             kwargs[name] = parse_rate_limit(key, get(key, ""))
     kwargs["forwarded_allow_ips"] = (get("AE_FORWARDED_ALLOW_IPS") or "").strip() or None
+    if (get("AE_HOST") or "").strip():
+        kwargs["host"] = get("AE_HOST", "").strip()
+    if get("AE_PORT") and _int("AE_PORT", get("AE_PORT", ""), 1) > 65535:
+        raise SettingsError("AE_PORT must be at most 65535")
     if get("AE_MODEL_MODULES"):
         kwargs["model_modules"] = _list(get("AE_MODEL_MODULES", ""))
     if get("AE_LOG_LEVEL"):

@@ -304,12 +304,16 @@ async def rebind_store(settings: Settings, store: BlobStore) -> None:
             await bind_blob_store(engine, table, store)
             return
         async with engine.begin() as conn:
-            await conn.execute(sa.delete(table).where(table.c.name == SETTING_NAME))
-            await conn.execute(
-                sa.insert(table).values(
-                    name=SETTING_NAME, value=store_id, created_at=dt.datetime.now(dt.UTC)
+            where = table.c.name == SETTING_NAME
+            recorded = (await conn.execute(sa.select(table.c.value).where(where))).scalar()
+            if recorded is None:
+                await conn.execute(
+                    sa.insert(table).values(
+                        name=SETTING_NAME, value=store_id, created_at=dt.datetime.now(dt.UTC)
+                    )
                 )
-            )
+            elif recorded != store_id:
+                await conn.execute(sa.update(table).where(where).values(value=store_id))
     finally:
         await engine.dispose()
 

@@ -1,9 +1,10 @@
 """Consistent dumps of a whole database, and loading them back, per kind of database.
 
 - MariaDB: `mariadb-dump --single-transaction`. Its snapshot and the one the manifest is
-  read from are made the same: a global read lock holds commits back from before this
-  process opens its own snapshot until the dump has opened its own (the dump has started
-  writing tables), so both see the same committed state. Writes wait for that moment only.
+  read from are made the same: a read lock on every table (`LOCK TABLES ... READ`, which
+  the database's own user may take) holds writes back from before this process opens its
+  own snapshot until the dump has opened its own (it has started writing tables), so both
+  see the same committed state. Writes wait for that moment only.
 - PostgreSQL: `pg_dump --format=custom --snapshot=...` on a snapshot exported from the
   repeatable-read transaction the manifest is read in.
 - SQLite: the online backup API into a file, which the manifest is then read from.
@@ -197,7 +198,12 @@ async def _dump_mariadb(settings: Settings, target: Path) -> Snapshot:
     engine = _engine(settings)
     try:
         async with engine.connect() as locker, engine.connect() as reader:
-            await locker.exec_driver_sql("FLUSH TABLES WITH READ LOCK")
+            names = await locker.run_sync(lambda c: sa.inspect(c).get_table_names())
+            quote = locker.dialect.identifier_preparer.quote
+            if names:
+                await locker.exec_driver_sql(
+                    "LOCK TABLES " + ", ".join(f"{quote(n)} READ" for n in names)
+                )
             try:
                 await reader.exec_driver_sql(
                     "SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ"
@@ -209,7 +215,6 @@ async def _dump_mariadb(settings: Settings, target: Path) -> Snapshot:
                     *options,
                     "--single-transaction",
                     "--quick",
-                    "--routines",
                     "--triggers",
                     "--hex-blob",
                     "--no-tablespaces",

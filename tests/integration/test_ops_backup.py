@@ -338,3 +338,63 @@ async def test_an_export_imported_elsewhere_serves_the_same_ids_and_bytes(
         status, _, err = await cli(other, "import", exported["path"])
         assert status == 1 and "exists in this installation" in err
         assert await table_rows(other_url) == rows
+
+
+async def until(condition: Any) -> None:
+    for _ in range(3000):  # 30 s
+        if condition():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("the condition never held")
+
+
+async def test_a_backup_taken_while_rows_are_written_restores_to_its_own_manifest(
+    cli: Any, backend: str, installation: Installation, tmp_path: Path
+) -> None:
+    """The dump and the manifest's counts and checksums come from one snapshot: a restore
+    (which compares every table with the manifest) succeeds even with writes racing."""
+    from engine.db import create_engine
+    from engine.ops import backup, restore
+    from models.base import Base, new_public_id, utcnow
+
+    await load_demo(cli, installation)
+    settings = installation.settings()
+    writer = create_engine(settings, autocommit=True)
+    event = Base.metadata.tables["event"]
+    written = 0
+    stop = asyncio.Event()
+
+    async def write() -> None:
+        nonlocal written
+        async with writer.connect() as conn:
+            account = (await conn.execute(sa.text("SELECT id FROM account"))).scalar_one()
+            while not stop.is_set():
+                now = utcnow()
+                await conn.execute(
+                    event.insert().values(
+                        id_random=new_public_id(), account_id=account, name="racing",
+                        status="draft", starts_at=now, timezone="UTC", metadata={},
+                        created_at=now, updated_at=now, version=1,
+                    )
+                )  # fmt: skip
+                written += 1
+                await asyncio.sleep(0.002)
+
+    task = asyncio.create_task(write())
+    try:
+        await until(lambda: written >= 5)
+        made = await backup(settings, tmp_path / "out", show_progress=False)
+        before = written
+        await until(lambda: written >= before + 5)  # writes went on after the snapshot
+    finally:
+        stop.set()
+        await task
+        await writer.dispose()
+    assert made.rows > 0 and written > before
+
+    async with fresh_database(backend, tmp_path) as other_url:
+        target = Installation(other_url, tmp_path / "restored" / "blobs")
+        done = await restore(target.settings(), Path(made.path), show_progress=False)
+        assert done.rows == made.rows
+        restored_events = (await table_rows(other_url))["event"][0]
+        assert 2 < restored_events < 2 + written  # some racing rows, not all of them

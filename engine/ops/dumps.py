@@ -37,6 +37,7 @@ from engine.settings import Settings
 
 #: What mariadb-dump writes once it has opened its snapshot and begun the first table.
 _DUMP_STARTED = b"-- Table structure for table"
+LOCK_WAIT_SECONDS = 30
 TOOLS = {
     "mysql": ("mariadb-dump", "mariadb", "Debian: apt-get install mariadb-client"),
     "postgresql": ("pg_dump", "pg_restore", "Debian: apt-get install postgresql-client"),
@@ -200,6 +201,8 @@ async def _dump_mariadb(settings: Settings, target: Path) -> Snapshot:
         async with engine.connect() as locker, engine.connect() as reader:
             names = await locker.run_sync(lambda c: sa.inspect(c).get_table_names())
             quote = locker.dialect.identifier_preparer.quote
+            # Waiting for a lock queues the writers behind it: give up rather than stall.
+            await locker.exec_driver_sql(f"SET SESSION lock_wait_timeout={LOCK_WAIT_SECONDS}")
             if names:
                 await locker.exec_driver_sql(
                     "LOCK TABLES " + ", ".join(f"{quote(n)} READ" for n in names)

@@ -60,6 +60,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     database_url: str = DEFAULT_DATABASE_URL
     redis_url: str | None = None
     api_jwt_key: Secret | None = None
+    #: Other HMAC keys whose HS* tokens verify (never used to sign): a key rotation.
+    api_jwt_accepted_keys: tuple[Secret, ...] = ()
     jwt_algorithms: tuple[str, ...] = ("HS256",)
     jwt_issuer: str | None = None
     jwt_audience: str | None = None
@@ -174,6 +176,10 @@ def load_settings(
         kwargs[name] = get(key) or None
     if get("AE_API_JWT_KEY"):
         kwargs["api_jwt_key"] = Secret(get("AE_API_JWT_KEY", ""))
+    if get("AE_API_JWT_ACCEPTED_KEYS"):
+        kwargs["api_jwt_accepted_keys"] = tuple(
+            Secret(k) for k in _list(get("AE_API_JWT_ACCEPTED_KEYS", ""))
+        )
     if get("AE_JWT_ALGORITHMS"):
         kwargs["jwt_algorithms"] = _list(get("AE_JWT_ALGORITHMS", ""))
     for key, name, minimum in (
@@ -249,13 +255,18 @@ def check_jwt_key(settings: Settings) -> None:
         return
     if settings.env == "test":
         return
-    size = len(key.encode())
-    for name in settings.jwt_algorithms or ("HS256",):
-        needed = MIN_HMAC_KEY_BYTES.get(name, MIN_HMAC_KEY_BYTES["HS256"])
-        if size < needed:
-            raise SettingsError(
-                f"AE_API_JWT_KEY must be at least {needed} bytes for {name} (it has {size})"
-            )
+    named = [
+        ("AE_API_JWT_KEY", key),
+        *(("AE_API_JWT_ACCEPTED_KEYS", k) for k in settings.api_jwt_accepted_keys),
+    ]
+    for variable, value in named:
+        size = len(value.encode())
+        for name in settings.jwt_algorithms or ("HS256",):
+            needed = MIN_HMAC_KEY_BYTES.get(name, MIN_HMAC_KEY_BYTES["HS256"])
+            if size < needed:
+                raise SettingsError(
+                    f"{variable} must be at least {needed} bytes for {name} (it has {size})"
+                )
 
 
 def jwt_key_path(settings: Settings) -> Path:

@@ -32,7 +32,7 @@ from engine.app import create_app
 from engine.cli import main
 from engine.runtime import build_runtime
 from engine.settings import Settings
-from tests.backends import fresh_database, server_urls
+from tests.backends import fresh_database, server_urls, unavailable
 
 pytestmark = pytest.mark.slow
 
@@ -169,8 +169,14 @@ async def downloads(inst: Installation, key: str) -> dict[str, bytes]:
     return found
 
 
+CLIENT_TOOLS = {"mariadb": ("mariadb-dump", "mariadb"), "postgresql": ("pg_dump", "pg_restore")}
+
+
 @pytest.fixture
 async def installation(backend: str, tmp_path: Path) -> AsyncIterator[Installation]:
+    for name in CLIENT_TOOLS.get(backend, ()):
+        if shutil.which(name) is None:  # skipped with the reason; failed under CI
+            unavailable(f"{name} (the {backend} client tools)", FileNotFoundError(name))
     async with fresh_database(backend, tmp_path) as url:
         yield Installation(url, tmp_path / "a" / "blobs")
 

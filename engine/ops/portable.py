@@ -177,18 +177,21 @@ async def export_account(
     tables = account_tables(all_tables)
     store = open_blob_store(settings)
     await asyncio.to_thread(output_dir.mkdir, parents=True, exist_ok=True)
-    engine = create_engine(settings)
+    sqlite = dialect_name(settings.database_url) == "sqlite"
+    engine = create_engine(settings, sqlite_begin=not sqlite)
     with tempfile.TemporaryDirectory(dir=output_dir, prefix=".aether-export-") as work:
         rows_path = Path(work) / ROWS
         try:
-            async with engine.connect() as plain:
-                conn = plain
-                if dialect_name(settings.database_url) != "sqlite":  # one snapshot throughout
+            async with engine.connect() as plain:  # one snapshot throughout, writers go on
+                if sqlite:  # a deferred read transaction: one WAL snapshot, no write lock
+                    conn = plain
+                    await conn.exec_driver_sql("BEGIN")
+                else:
                     conn = await plain.execution_options(isolation_level="REPEATABLE READ")
-                async with conn.begin():
-                    revision = await _revision(conn)
-                    pk, public_id = await _account_pk(conn, all_tables[ACCOUNT_TABLE], slug)
-                    counts, shas = await _write_rows(conn, tables, pk, rows_path)
+                revision = await _revision(conn)
+                pk, public_id = await _account_pk(conn, all_tables[ACCOUNT_TABLE], slug)
+                counts, shas = await _write_rows(conn, tables, pk, rows_path)
+                await conn.rollback()
         finally:
             await engine.dispose()
         sizes: dict[str, int] = {}

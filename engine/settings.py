@@ -64,6 +64,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     database_url: str = DEFAULT_DATABASE_URL
     redis_url: str | None = None
     api_jwt_key: Secret | None = None
+    #: Other HMAC keys whose HS* tokens verify (never used to sign): a key rotation.
+    api_jwt_accepted_keys: tuple[Secret, ...] = ()
     jwt_algorithms: tuple[str, ...] = ("HS256",)
     jwt_issuer: str | None = None
     jwt_audience: str | None = None
@@ -77,6 +79,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     login_rate_limit: RateLimit = RateLimit(5, 60)
     login_address_rate_limit: RateLimit = RateLimit(30, 60)
     forwarded_allow_ips: str | None = None
+    host: str = "127.0.0.1"
+    port: int = 8000
+    workers: int = 1
+    keepalive_timeout: int = 5
     model_modules: tuple[str, ...] = ("models",)
     log_level: str = "INFO"
     log_file: str | None = None
@@ -200,6 +206,10 @@ def load_settings(
         kwargs[name] = get(key) or None
     if get("AE_API_JWT_KEY"):
         kwargs["api_jwt_key"] = Secret(get("AE_API_JWT_KEY", ""))
+    if get("AE_API_JWT_ACCEPTED_KEYS"):
+        kwargs["api_jwt_accepted_keys"] = tuple(
+            Secret(k) for k in _list(get("AE_API_JWT_ACCEPTED_KEYS", ""))
+        )
     if get("AE_JWT_ALGORITHMS"):
         kwargs["jwt_algorithms"] = _list(get("AE_JWT_ALGORITHMS", ""))
     for key, name, minimum in (
@@ -208,6 +218,9 @@ def load_settings(
         ("AE_MAX_PAGE_SIZE", "max_page_size", 1),
         ("AE_DB_POOL_SIZE", "db_pool_size", 1),
         ("AE_DB_STATEMENT_TIMEOUT_MS", "db_statement_timeout_ms", 0),
+        ("AE_PORT", "port", 1),
+        ("AE_WORKERS", "workers", 1),
+        ("AE_KEEPALIVE_TIMEOUT", "keepalive_timeout", 1),
     ):
         if get(key):
             kwargs[name] = _int(key, get(key, ""), minimum)
@@ -235,6 +248,10 @@ def load_settings(
         if get(key):
             kwargs[name] = parse_rate_limit(key, get(key, ""))
     kwargs["forwarded_allow_ips"] = (get("AE_FORWARDED_ALLOW_IPS") or "").strip() or None
+    if (get("AE_HOST") or "").strip():
+        kwargs["host"] = get("AE_HOST", "").strip()
+    if get("AE_PORT") and _int("AE_PORT", get("AE_PORT", ""), 1) > 65535:
+        raise SettingsError("AE_PORT must be at most 65535")
     if get("AE_MODEL_MODULES"):
         kwargs["model_modules"] = _list(get("AE_MODEL_MODULES", ""))
     if get("AE_LOG_LEVEL"):
@@ -270,13 +287,18 @@ def check_jwt_key(settings: Settings) -> None:
         return
     if settings.env == "test":
         return
-    size = len(key.encode())
-    for name in settings.jwt_algorithms or ("HS256",):
-        needed = MIN_HMAC_KEY_BYTES.get(name, MIN_HMAC_KEY_BYTES["HS256"])
-        if size < needed:
-            raise SettingsError(
-                f"AE_API_JWT_KEY must be at least {needed} bytes for {name} (it has {size})"
-            )
+    named = [
+        ("AE_API_JWT_KEY", key),
+        *(("AE_API_JWT_ACCEPTED_KEYS", k) for k in settings.api_jwt_accepted_keys),
+    ]
+    for variable, value in named:
+        size = len(value.encode())
+        for name in settings.jwt_algorithms or ("HS256",):
+            needed = MIN_HMAC_KEY_BYTES.get(name, MIN_HMAC_KEY_BYTES["HS256"])
+            if size < needed:
+                raise SettingsError(
+                    f"{variable} must be at least {needed} bytes for {name} (it has {size})"
+                )
 
 
 def jwt_key_path(settings: Settings) -> Path:

@@ -14,6 +14,7 @@ from starlette.routing import BaseRoute, Route
 
 from engine.actions.base import Action, action_routes
 from engine.blob_binding import bind_runtime_store
+from engine.console import console_routes
 from engine.crud import crud_endpoint
 from engine.errors import AetherError
 from engine.health import healthz, readyz, warn_if_not_migrated
@@ -58,6 +59,7 @@ def create_app(
         Route("/readyz", readyz, methods=["GET", "HEAD"]),
         *extra_routes(rt, chosen),
         *action_routes(chosen),
+        *console_routes(settings),
     ]
     middleware = [Middleware(RequestLogMiddleware)]
     if settings.cors_origins:

@@ -13,13 +13,24 @@ export function roleRank(role) {
 
 /** Everything generated screens need, loaded once per credential. */
 export async function loadCatalog(credential) {
-  const index = (await request(credential, "GET", "/v3/crud/schema")).body.data;
+  const listed = (await request(credential, "GET", "/v3/crud/schema")).body.data;
   const schemas = {};
   await Promise.all(
-    index.map(async (entry) => {
-      schemas[entry.name] = (await request(credential, "GET", `/v3/crud/${entry.name}/schema`)).body;
+    listed.map(async (entry) => {
+      try {
+        schemas[entry.name] = (await request(credential, "GET", `/v3/crud/${entry.name}/schema`)).body;
+      } catch (problem) {
+        if (problem.status !== 403) throw problem; // a type this role may not read is left out
+      }
     }),
   );
+  const index = listed
+    .filter((entry) => schemas[entry.name])
+    .map((entry) => ({ ...entry, children: (entry.children || []).filter((child) => schemas[child]) }));
+  for (const schema of Object.values(schemas)) {
+    const x = schema["x-aether"];
+    if (x && x.children) x.children = x.children.filter((child) => schemas[child]);
+  }
   const openapi = (await request(null, "GET", "/openapi.json")).body;
   const uploads = {};
   for (const [path, item] of Object.entries(openapi.paths || {})) {

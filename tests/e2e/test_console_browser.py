@@ -541,8 +541,29 @@ def test_upload_two_files_and_download_one(driver: Any, site: Site, tmp_path: Pa
     target = driver.download_dir / "floor-plan.csv"
     wait_for(driver, lambda d: target.is_file() and target.read_bytes() == second.read_bytes())
 
+    # A file dropped on the zone goes up the same way (a drop event carrying a File).
+    driver.execute_script(
+        """
+        const data = new DataTransfer();
+        data.items.add(new File(["dropped by drag and drop\\n"], "dropped.txt",
+                                {type: "text/plain"}));
+        const zone = document.querySelector(".files .dropzone");
+        zone.dispatchEvent(new DragEvent("dragover", {bubbles: true, cancelable: true,
+                                                      dataTransfer: data}));
+        zone.dispatchEvent(new DragEvent("drop", {bubbles: true, cancelable: true,
+                                                  dataTransfer: data}));
+        """
+    )
+    wait_for(driver, lambda d: len(find_all(d, ".file-list td.file-name")) == 3)
+
     linked = site.get(f"event/{event['id']}/event_file?include=file")["data"]
-    assert sorted(link["file"]["name"] for link in linked) == ["agenda.txt", "floor-plan.csv"]
+    assert sorted(link["file"]["name"] for link in linked) == [
+        "agenda.txt",
+        "dropped.txt",
+        "floor-plan.csv",
+    ]
+    dropped = next(link["file"] for link in linked if link["file"]["name"] == "dropped.txt")
+    assert dropped["size"] == len(b"dropped by drag and drop\n")
 
 
 def test_a_viewer_sees_no_write_buttons(driver: Any, site: Site) -> None:

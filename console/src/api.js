@@ -74,8 +74,16 @@ export async function request(credential, method, path, { body, headers = {}, qu
   }
   const response = await fetch(url, init);
   const parsed = await readBody(response);
+  if (response.status === 401 && credential) expired();
   if (!response.ok) throw new Problem(response.status, typeof parsed === "object" ? parsed : { detail: parsed }, response.headers);
   return { status: response.status, body: parsed, headers: response.headers };
+}
+
+/** Tells the app its credential was refused (expired token, revoked key). */
+export const EXPIRED_EVENT = "aether:credential-refused";
+
+function expired() {
+  window.dispatchEvent(new CustomEvent(EXPIRED_EVENT));
 }
 
 export async function login(account, email, password) {
@@ -103,6 +111,7 @@ export function upload(credential, path, files, onProgress) {
       } catch {
         parsed = { detail: xhr.responseText };
       }
+      if (xhr.status === 401) expired();
       if (xhr.status >= 200 && xhr.status < 300) {
         onProgress(1);
         resolve(parsed);

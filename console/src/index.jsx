@@ -4,7 +4,7 @@
 
 import { useEffect, useState } from "react";
 import { createRoot } from "react-dom/client";
-import { loadCredential, login, Problem, saveCredential } from "./api.js";
+import { EXPIRED_EVENT, loadCredential, login, Problem, saveCredential } from "./api.js";
 import { CatalogContext } from "./context.js";
 import { DetailView } from "./DetailView.jsx";
 import { FormView } from "./FormView.jsx";
@@ -26,7 +26,7 @@ const navigate = (hash) => {
   window.location.hash = hash.replace(/^#/, "");
 };
 
-function SignIn({ onSignedIn }) {
+function SignIn({ onSignedIn, notice }) {
   const [mode, setMode] = useState("password");
   const [problem, setProblem] = useState(null);
   const [busy, setBusy] = useState(false);
@@ -50,6 +50,7 @@ function SignIn({ onSignedIn }) {
   return (
     <main className="sign-in">
       <h1>Aether console</h1>
+      {notice ? <p className="notice">{notice}</p> : null}
       <div className="modes">
         <button type="button" className={`mode-password${mode === "password" ? " active" : ""}`} onClick={() => setMode("password")}>
           Email and password
@@ -159,6 +160,7 @@ function App() {
   const [credential, setCredential] = useState(loadCredential);
   const [catalog, setCatalog] = useState(null);
   const [problem, setProblem] = useState(null);
+  const [notice, setNotice] = useState(null);
 
   const signIn = async (next) => {
     const loaded = await loadCatalog(next);
@@ -166,24 +168,30 @@ function App() {
     setCredential(next);
     setCatalog(loaded);
   };
-  const signOut = () => {
+  const signOut = (message = null) => {
     saveCredential(null);
     setCredential(null);
     setCatalog(null);
+    setNotice(message);
   };
+
+  useEffect(() => {
+    const refused = () => signOut("The server refused the credential (expired or revoked): sign in again.");
+    window.addEventListener(EXPIRED_EVENT, refused);
+    return () => window.removeEventListener(EXPIRED_EVENT, refused);
+  }, []);
 
   useEffect(() => {
     if (credential && !catalog) {
       loadCatalog(credential)
         .then(setCatalog)
         .catch((err) => {
-          if (err.status === 401) signOut();
-          else setProblem(err);
+          if (err.status !== 401) setProblem(err);
         });
     }
   }, []);
 
-  if (!credential) return <SignIn onSignedIn={signIn} />;
+  if (!credential) return <SignIn onSignedIn={signIn} notice={notice} />;
   if (!catalog) return problem ? <ProblemBox problem={problem} /> : <p className="loading">Loading the schemas…</p>;
   const activeType = hash.replace(/^#\/?/, "").split("/")[0];
   const roots = catalog.index.filter((e) => !e.parent).map((e) => e.name);
@@ -196,7 +204,7 @@ function App() {
         <span className="whoami">
           role: <strong className="role">{catalog.role}</strong>
         </span>
-        <button type="button" className="sign-out" onClick={signOut}>
+        <button type="button" className="sign-out" onClick={() => signOut()}>
           Sign out
         </button>
       </header>

@@ -622,3 +622,17 @@ def test_a_model_added_through_model_modules_appears(driver: Any, site: Site) ->
     shot(driver, "new-model-tab")
     stored = site.get(f"event/{event['id']}/sponsor/{sponsor_id}")
     assert (stored["name"], stored["tier"], stored["amount"]) == ("Acme", "gold", 500)
+
+
+def test_a_revoked_key_sends_the_console_back_to_sign_in(driver: Any, site: Site) -> None:
+    made = site.env.cli_json(
+        "create-api-key", "--account", "alpha", "--name", "short-lived", "--role", "editor"
+    )
+    sign_in_with_key(driver, site, made["api_key"])
+    assert find(driver, "header.top .role").text == "editor"
+    with site.api() as client:
+        assert client.delete(f"/v3/crud/api_key/{made['id']}").status_code == 204
+    go(driver, "#/event")
+    assert "sign in again" in find(driver, ".sign-in .notice").text
+    driver.principal = None
+    assert driver.execute_script("return sessionStorage.length;") == 0

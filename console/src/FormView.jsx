@@ -207,6 +207,7 @@ export function FormView({ catalog, credential, type, mode, apiPath, hashBack, o
         <ConflictScreen properties={properties} original={original} mine={conflict.mine} current={conflict.current} onReload={reload} onOverwrite={overwrite} />
       ) : formData ? (
         <Form
+          key={etag || "new"}
           schema={rjsfSchema}
           uiSchema={uiSchema}
           formData={formData}

@@ -70,6 +70,7 @@ export function Files({ catalog, credential, type, id, itemPath, writable }) {
         </div>
       ) : null}
       <ProblemBox problem={problem} />
+      {rows.length ? null : <p className="empty">No files yet.</p>}
       <table className="file-list">
         <tbody>
           {rows.map((row) => {

@@ -270,10 +270,14 @@ def option_values(element: Any) -> list[str]:
     return [o.get_attribute("value") for o in Select(element).options]
 
 
-def shot(driver: Any, name: str) -> None:
+def shot(driver: Any, name: str, scroll_to: str | None = None) -> None:
     directory = os.environ.get("CONSOLE_SCREENSHOTS")
     if directory:
         Path(directory).mkdir(parents=True, exist_ok=True)
+        if scroll_to:
+            driver.execute_script(
+                "document.querySelector(arguments[0]).scrollIntoView();", scroll_to
+            )
         time.sleep(0.3)  # let the last fetch paint
         driver.save_screenshot(str(Path(directory) / f"{name}.png"))
 
@@ -575,7 +579,7 @@ def test_a_viewer_sees_no_write_buttons(driver: Any, site: Site) -> None:
     assert absent(driver, "a.create")
     go(driver, f"#/event/{event['id']}/event_session")
     find(driver, ".list[data-type=event_session] table.rows")
-    shot(driver, "viewer-event-detail")
+    shot(driver, "viewer-event-detail", scroll_to=".files")
     for css in ("a.create", "a.edit", "button.delete", ".dropzone", "input.file-input"):
         assert absent(driver, css), css
     # The server still decides: the same credential, sent by the page, is refused a write.
@@ -619,7 +623,7 @@ def test_a_model_added_through_model_modules_appears(driver: Any, site: Site) ->
     sponsor_id = wait_hash(driver, f"#/event/{event['id']}/sponsor/({ID})").group(1)
     go(driver, f"#/event/{event['id']}/sponsor")
     find(driver, f".list[data-type=sponsor] tr[data-id='{sponsor_id}']")
-    shot(driver, "new-model-tab")
+    shot(driver, "new-model-tab", scroll_to=".children")
     stored = site.get(f"event/{event['id']}/sponsor/{sponsor_id}")
     assert (stored["name"], stored["tier"], stored["amount"]) == ("Acme", "gold", 500)
 

@@ -204,9 +204,17 @@ def site(driver: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site
 
 
 def wait_for(driver: Any, check: Callable[[Any], Any], timeout: float = WAIT) -> Any:
+    """Poll `check` until it is truthy; an element React replaced meanwhile is polled again."""
+    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.support.ui import WebDriverWait
 
-    return WebDriverWait(driver, timeout, poll_frequency=0.1).until(check)
+    wait = WebDriverWait(
+        driver,
+        timeout,
+        poll_frequency=0.1,
+        ignored_exceptions=(StaleElementReferenceException,),
+    )
+    return wait.until(check)
 
 
 def find(driver: Any, css: str, timeout: float = WAIT) -> Any:

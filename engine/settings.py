@@ -9,6 +9,8 @@ once and kept beside the local data (`jwt_key_path`); production refuses to star
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
+import email.utils
 import os
 import re
 import secrets
@@ -27,6 +29,8 @@ DEFAULT_MAX_PAGE_SIZE = 500
 MAX_AUTH_CACHE_SECONDS = 5.0
 DEFAULT_UPLOAD_MAX_BYTES = 100 * 1024 * 1024
 DEFAULT_RATE_LIMIT = "600/minute"
+#: When the legacy `/crud` and `/v2/crud` routes are to be switched off (`Sunset`, RFC 8594).
+DEFAULT_LEGACY_SUNSET = "Wed, 30 Jun 2027 23:59:59 GMT"
 #: The shortest HMAC key each algorithm accepts outside the test environment (RFC 7518 3.2).
 MIN_HMAC_KEY_BYTES = {"HS256": 32, "HS384": 48, "HS512": 64}
 JWT_KEY_FILE = "jwt.key"
@@ -78,6 +82,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     log_file: str | None = None
     cors_origins: tuple[str, ...] = ()
     legacy_routes: bool = False
+    legacy_sunset: str = DEFAULT_LEGACY_SUNSET  # an IMF-fixdate, as the Sunset header sends it
     require_if_match: bool = False
     console: bool = True
     db_pool_size: int = 10
@@ -124,6 +129,31 @@ def parse_rate_limit(key: str, value: str) -> RateLimit:
     if not match or int(match.group(1)) < 1:
         raise SettingsError(f"{key} must read N/second, N/minute or N/hour, not {value!r}")
     return RateLimit(int(match.group(1)), _PERIODS[match.group(2)])
+
+
+def parse_http_date(key: str, value: str) -> str:
+    """An HTTP date (`Wed, 30 Jun 2027 23:59:59 GMT`) or an RFC 3339 date or datetime with an
+    offset (`2027-06-30`, `2027-06-30T23:59:59Z`), as the IMF-fixdate an HTTP header sends."""
+    text = value.strip()
+    moment: dt.datetime | None = None
+    try:
+        moment = email.utils.parsedate_to_datetime(text)
+    except (TypeError, ValueError, IndexError):
+        try:
+            moment = dt.datetime.fromisoformat(text)
+            if len(text) == 10:  # a bare date: the start of that day, UTC
+                moment = moment.replace(tzinfo=dt.UTC)
+        except ValueError:
+            moment = None
+    try:
+        if moment is not None and moment.tzinfo is not None:
+            return email.utils.format_datetime(moment.astimezone(dt.UTC), usegmt=True)
+    except (OverflowError, ValueError):
+        pass
+    raise SettingsError(
+        f"{key} must be an HTTP date (Wed, 30 Jun 2027 23:59:59 GMT) or an RFC 3339 date,"
+        f" not {value!r}"
+    )
 
 
 def _int(key: str, value: str, minimum: int = 0) -> int:
@@ -222,6 +252,8 @@ def load_settings(
     ):
         if get(key):
             kwargs[name] = parse_bool(key, get(key, ""))
+    if get("AE_LEGACY_SUNSET"):
+        kwargs["legacy_sunset"] = parse_http_date("AE_LEGACY_SUNSET", get("AE_LEGACY_SUNSET", ""))
     settings = Settings(**kwargs)  # type: ignore[arg-type]  # keys checked above
     check_jwt_key(settings)
     return resolve_jwt_key(settings)

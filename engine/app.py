@@ -14,6 +14,7 @@ from starlette.routing import BaseRoute, Route
 
 from engine.actions.base import Action, action_routes
 from engine.blob_binding import bind_runtime_store
+from engine.console import console_routes
 from engine.crud import crud_endpoint
 from engine.errors import AetherError
 from engine.health import healthz, readyz, warn_if_not_migrated
@@ -63,6 +64,7 @@ def create_app(
         *extra_routes(rt, chosen),
         *action_routes(chosen),
         *(legacy.routes() if legacy is not None else ()),
+        *console_routes(settings),
     ]
     middleware = [Middleware(RequestLogMiddleware)]
     if settings.cors_origins:

@@ -90,6 +90,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     legacy_routes: bool = False
     legacy_sunset: str = DEFAULT_LEGACY_SUNSET  # an IMF-fixdate, as the Sunset header sends it
     require_if_match: bool = False
+    console: bool = True
     db_pool_size: int = 10
     db_pool_timeout: float = 5.0
     db_statement_timeout_ms: int = 30_000
@@ -264,6 +265,7 @@ def load_settings(
     for key, name in (
         ("AE_LEGACY_ROUTES", "legacy_routes"),
         ("AE_REQUIRE_IF_MATCH", "require_if_match"),
+        ("AE_CONSOLE", "console"),
     ):
         if get(key):
             kwargs[name] = parse_bool(key, get(key, ""))

@@ -47,7 +47,7 @@ from engine.listing import (
     run_search,
 )
 from engine.paths import CrudPath, parse_crud_path
-from engine.plans import ReadPlan
+from engine.plans import ReadPlan, row_params
 from engine.principal import Principal
 from engine.repository import IdCollisionError, autocommit, read, translate_errors
 from engine.responses import (
@@ -79,9 +79,15 @@ ID_ATTEMPTS = 3
 
 async def crud_endpoint(request: Request) -> Response:
     """The single entry point for `/v3/crud/{path}`."""
-    rt = get_runtime(request)
     principal = await authenticate(request)
-    path = parse_crud_path(crud_segments(request), rt.registry)
+    return await serve_crud(request, principal, crud_segments(request))
+
+
+async def serve_crud(request: Request, principal: Principal, segments: list[str]) -> Response:
+    """Answer the CRUD route named by `segments` (the path after `/v3/crud/`) for an
+    authenticated `principal`; the legacy routes (engine/legacy) call it with theirs."""
+    rt = get_runtime(request)
+    path = parse_crud_path(segments, rt.registry)
     method = request.method
     if path.target == "index":
         _allow(method, ("GET",))
@@ -230,7 +236,8 @@ async def read_item(
             (item,) = only_asked([item], asked, includes)
         return item, int(row[len(names) + 1])
 
-    item, version = await read(rt.reader, work, obj)
+    found = None if includes or fields else await _read_item_direct(rt, principal, path)
+    item, version = found if found is not None else await read(rt.reader, work, obj)
     etag = etag_for(version)
     if matches_etag(request.headers.get("if-none-match"), etag, weak=True):
         return not_modified(etag)
@@ -238,6 +245,30 @@ async def read_item(
 
 
 _ITEM_PARAMS = frozenset({"fields", "include"})
+
+
+async def _read_item_direct(
+    rt: Runtime, principal: Principal, path: CrudPath
+) -> tuple[dict[str, Any], int] | None:
+    """The whole object and its version by the prebuilt statement on the driver connection
+    (`DirectReader`), or None: read it the usual way (a system key, which needs its account
+    looked up; a miss under ancestors, which must say whether the parent exists; anything the
+    shortcut could not do)."""
+    if principal.is_system:
+        return None
+    obj = path.obj
+    assert obj is not None
+    plan = rt.plans[obj.name]
+    ancestors = ancestor_types(path)
+    stmt = plan.item(ancestors)
+    rows = await rt.direct.rows(stmt, bind_params(path, principal.account_id))
+    if rows is None or (not rows and ancestors):
+        return None
+    if not rows:
+        raise NotFoundError(f"No {obj.name} with that id")
+    row = rows[0]
+    item = plan.public(row, plan.names, principal.account_public_id)
+    return item, int(row[len(plan.names) + 1])
 
 
 # -- writes -----------------------------------------------------------------------------
@@ -381,9 +412,7 @@ async def _insert(conn: AsyncConnection, plan: ReadPlan, columns: dict[str, Any]
         columns["id_random"] = new_public_id()
         try:
             async with translate_errors(plan.obj):
-                result = await conn.execute(
-                    plan.table.insert().values(**columns).returning(*plan.returning)
-                )
+                result = await conn.execute(plan.insert, columns)
         except IdCollisionError:
             continue
         return result.one()
@@ -451,13 +480,8 @@ async def update_item(
             columns.update(updated_at=updated_at, version=version + 1)
             pk = int(row[len(plan.names)])
             result = await conn.execute(
-                plan.table.update()
-                .where(
-                    plan.pk == pk,
-                    plan.tenant_predicate(account_id),
-                    plan.table.c.version == version,
-                )
-                .values(**columns)
+                plan.update[account_id is not None],
+                {**columns, **row_params(pk, version, account_id)},
             )
             if result.rowcount == 1:
                 break
@@ -508,11 +532,7 @@ async def delete_item(
         check_role_grant(principal, obj, {}, current)
         try:
             result = await conn.execute(
-                plan.table.delete().where(
-                    plan.pk == pk,
-                    plan.tenant_predicate(account_id),
-                    plan.table.c.version == version,
-                )
+                plan.delete[account_id is not None], row_params(pk, version, account_id)
             )
         except sa_exc.IntegrityError as exc:
             blockers = await blocking_types(conn, rt, obj, sa.literal(pk), account_id)

@@ -27,6 +27,11 @@ MARIADB_SQL_MODE = (
     "STRICT_ALL_TABLES,NO_ZERO_IN_DATE,NO_ZERO_DATE,ERROR_FOR_DIVISION_BY_ZERO,"
     "NO_ENGINE_SUBSTITUTION,NO_AUTO_VALUE_ON_ZERO"
 )
+#: Statements asyncmy keeps prepared per MariaDB connection (LRU; binary protocol, no
+#: re-parsed column definitions). The server's `max_prepared_stmt_count` (16,382 by default)
+#: caps them over all connections: 64 for each of a worker's 40 connections leaves room for
+#: several workers.
+PREPARED_STATEMENTS = 64
 CONNECT_TIMEOUT_SECONDS = 5
 READ_TIMEOUT_SLACK_SECONDS = 5
 
@@ -127,7 +132,10 @@ def create_engine(
             # client-side bound too, or a request holding a connection waits forever.
             # The bound is applied around each unit of database work (`deadline()`), not as
             # asyncmy's read_timeout, which costs an asyncio.wait_for task per packet read.
-            kwargs["connect_args"] = {"connect_timeout": CONNECT_TIMEOUT_SECONDS}
+            kwargs["connect_args"] = {
+                "connect_timeout": CONNECT_TIMEOUT_SECONDS,
+                "stmt_cache_size": 256,
+            }
         else:
             kwargs["connect_args"] = {
                 "timeout": CONNECT_TIMEOUT_SECONDS,

@@ -130,18 +130,15 @@ async def execute_search(
         else decode_cursor(spec.after, sort_signature=spec.signature, key=rt.cursor_key)
     )
 
-    async def work(conn: AsyncConnection) -> dict[str, Any]:
-        account_id = await scope_account(conn, rt, principal, path)
-        scoped = account_id is not None
+    def page_params(account_id: int | None) -> dict[str, Any]:
         params = bind_params(path, account_id)
         params[LIMIT_PARAM] = spec.limit + 1
         params[OFFSET_PARAM] = spec.offset
         if after is not None:
             params.update((f"k{i}", v) for i, v in enumerate(after) if v is not None)
-        stmt, where = page_statement(rt, path, spec, fields, order, extra, after, account_id)
-        rows = (await conn.execute(stmt, params)).all()
-        if not rows and path.ancestors:
-            await resolve_parent(conn, rt, path, account_id)  # a missing parent is a 404
+        return params
+
+    def envelope_of(rows: Sequence[Sequence[Any]], account_id: int | None) -> dict[str, Any]:
         has_more = len(rows) > spec.limit
         rows = rows[: spec.limit]
         next_cursor = None
@@ -150,18 +147,39 @@ async def execute_search(
             next_cursor = encode_cursor(
                 [last[i] for i in positions], sort_signature=spec.signature, key=rt.cursor_key
             )
-        owner = account_public_id(principal, path) if scoped else None
+        owner = account_public_id(principal, path) if account_id is not None else None
         items = [plan.public(row, names, owner) for row in rows]
+        return {"data": items, "next": next_cursor}
+
+    async def work(conn: AsyncConnection) -> dict[str, Any]:
+        account_id = await scope_account(conn, rt, principal, path)
+        params = page_params(account_id)
+        stmt, where = page_statement(rt, path, spec, fields, order, extra, after, account_id)
+        rows = (await conn.execute(stmt, params)).all()
+        if not rows and path.ancestors:
+            await resolve_parent(conn, rt, path, account_id)  # a missing parent is a 404
+        envelope = envelope_of(rows, account_id)
         if spec.include:
-            pks = [int(row[width]) for row in rows]
-            await attach_includes(conn, rt, obj, items, pks, include_tree(spec.include), account_id)
-        items = only_asked(items, spec.fields, spec.include)
-        envelope: dict[str, Any] = {"data": items, "next": next_cursor}
+            pks = [int(row[width]) for row in rows[: spec.limit]]
+            tree = include_tree(spec.include)
+            await attach_includes(conn, rt, obj, envelope["data"], pks, tree, account_id)
+        envelope["data"] = only_asked(envelope["data"], spec.fields, spec.include)
         if spec.count:
             total_stmt = sa.select(sa.func.count()).select_from(plan.table).where(*where)
             envelope["total"] = int((await conn.execute(total_stmt, params)).scalar_one())
         return envelope
 
+    # A page that needs nothing more than its statement (no includes, no count, a caller
+    # scoped to its own account) goes straight to the driver (`DirectReader`).
+    if not spec.include and not spec.count and not principal.is_system:
+        account_id = principal.account_id
+        stmt, _ = page_statement(rt, path, spec, fields, order, extra, after, account_id)
+        prebuilt = spec.filter == MATCH_ALL  # else built for this request (see page_statement)
+        rows = await rt.direct.rows(stmt, page_params(account_id), prebuilt=prebuilt)
+        if rows is not None and (rows or not path.ancestors):
+            envelope = envelope_of(rows, account_id)
+            envelope["data"] = only_asked(envelope["data"], spec.fields, spec.include)
+            return json_response(envelope)
     return json_response(await read(rt.reader, work, obj))
 
 

@@ -20,6 +20,7 @@ from engine.auth.principal_cache import PrincipalCache
 from engine.blobs import BlobStore, create_blob_store
 from engine.cache import CacheBackend, RedisCache, create_cache
 from engine.db import create_engine, dialect_name
+from engine.direct import DirectReader
 from engine.plans import ReadPlan, build_plans
 from engine.ratelimit import LoginLimiter, RateLimiter
 from engine.settings import Settings, resolve_jwt_key
@@ -47,6 +48,10 @@ class Runtime:
     principals: PrincipalCache
     documents: dict[str, Any] = field(default_factory=dict)  # encoded schema documents
     blob_store_id: str | None = None  # set once the store is bound (engine.blob_binding)
+    direct: DirectReader = field(init=False)  # the hot prebuilt reads, on `reader`'s driver
+
+    def __post_init__(self) -> None:
+        self.direct = DirectReader(self.reader)
 
     @property
     def engines(self) -> tuple[AsyncEngine, AsyncEngine]:

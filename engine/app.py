@@ -14,9 +14,11 @@ from starlette.routing import BaseRoute, Route
 
 from engine.actions.base import Action, action_routes
 from engine.blob_binding import bind_runtime_store
+from engine.console import console_routes
 from engine.crud import crud_endpoint
 from engine.errors import AetherError
 from engine.health import healthz, readyz, warn_if_not_migrated
+from engine.legacy import LegacyRoutes
 from engine.logging import RequestLogMiddleware
 from engine.problems import handle_aether_error, handle_http_exception
 from engine.realtime.service import Realtime
@@ -43,6 +45,7 @@ def create_app(
     rt = runtime or build_runtime(settings)
     chosen = default_actions() if actions is None else list(actions)
     realtime = Realtime(rt)
+    legacy = LegacyRoutes(rt) if rt.settings.legacy_routes else None  # AE_LEGACY_ROUTES
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -54,6 +57,8 @@ def create_app(
             yield
         finally:
             await realtime.close()
+            if legacy is not None:
+                await legacy.close()
             await rt.close()
 
     routes: list[BaseRoute] = [  # the busiest first: the router tries them in order
@@ -63,6 +68,8 @@ def create_app(
         *extra_routes(rt, chosen),
         *realtime.routes(),
         *action_routes(chosen),
+        *(legacy.routes() if legacy is not None else ()),
+        *console_routes(settings),
     ]
     middleware = [Middleware(RequestLogMiddleware)]
     if settings.cors_origins:
@@ -70,7 +77,13 @@ def create_app(
             Middleware(
                 CORSMiddleware,
                 allow_origins=list(settings.cors_origins),
-                allow_methods=["GET", "POST", "PATCH", "DELETE"],
+                allow_methods=[
+                    "GET",
+                    "POST",
+                    "PATCH",
+                    "DELETE",
+                    *(("PUT",) if legacy is not None else ()),  # the legacy partial update
+                ],
                 allow_headers=[
                     "Authorization",
                     "X-API-Key",
@@ -80,7 +93,13 @@ def create_app(
                     "Idempotency-Key",
                     "X-Request-ID",
                 ],
-                expose_headers=["ETag", "Location", "X-Request-ID", "Retry-After"],
+                expose_headers=[
+                    "ETag",
+                    "Location",
+                    "X-Request-ID",
+                    "Retry-After",
+                    *(("Deprecation", "Sunset", "Link") if legacy is not None else ()),
+                ],
             )
         )
     app = Starlette(

@@ -80,9 +80,15 @@ ID_ATTEMPTS = 3
 
 async def crud_endpoint(request: Request) -> Response:
     """The single entry point for `/v3/crud/{path}`."""
-    rt = get_runtime(request)
     principal = await authenticate(request)
-    path = parse_crud_path(crud_segments(request), rt.registry)
+    return await serve_crud(request, principal, crud_segments(request))
+
+
+async def serve_crud(request: Request, principal: Principal, segments: list[str]) -> Response:
+    """Answer the CRUD route named by `segments` (the path after `/v3/crud/`) for an
+    authenticated `principal`; the legacy routes (engine/legacy) call it with theirs."""
+    rt = get_runtime(request)
+    path = parse_crud_path(segments, rt.registry)
     method = request.method
     if path.target == "index":
         _allow(method, ("GET",))
@@ -244,7 +250,7 @@ _ITEM_PARAMS = frozenset({"fields", "include"})
 
 async def _read_item_direct(
     rt: Runtime, principal: Principal, path: CrudPath
-) -> tuple[dict[str, Any], int] | None:
+) -> tuple[msgspec.Struct | dict[str, Any], int] | None:
     """The whole object and its version by the prebuilt statement on the driver connection
     (`DirectReader`), or None: read it the usual way (a system key, which needs its account
     looked up; a miss under ancestors, which must say whether the parent exists; anything the
@@ -262,7 +268,7 @@ async def _read_item_direct(
     if not rows:
         raise NotFoundError(f"No {obj.name} with that id")
     row = rows[0]
-    item = plan.public(row, plan.names, principal.account_public_id)
+    item = plan.record(row, plan.names, principal.account_public_id)
     return item, int(row[len(plan.names) + 1])
 
 

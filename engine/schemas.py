@@ -71,7 +71,12 @@ def openapi_document(rt: Runtime, actions: Sequence[Any]) -> dict[str, Any]:
     from engine.realtime.openapi import add_realtime
 
     operations = [spec for action in actions if (spec := getattr(action, "openapi", None))]
-    return add_realtime(build_openapi(rt.registry, actions=operations))
+    document = build_openapi(rt.registry, actions=operations)
+    if rt.settings.legacy_routes:  # deprecated routes are documented only while served
+        from engine.legacy import with_legacy_paths
+
+        document = with_legacy_paths(document, rt.registry)
+    return add_realtime(document)
 
 
 def openapi_routes(rt: Runtime, actions: Sequence[Any]) -> list[BaseRoute]:

@@ -25,7 +25,6 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import redis.asyncio as redis
 from redis.exceptions import RedisError, ResponseError
 
 from engine.realtime.changes import Change
@@ -40,6 +39,7 @@ from engine.realtime.feed import (
     format_seq,
     parse_seq,
 )
+from engine.redis_client import RedisClient, connect_url
 
 logger = logging.getLogger(__name__)
 
@@ -149,13 +149,16 @@ def _floor(info: Mapping[str, Any], last: Seq) -> Seq:
 class RedisFeed:
     """`Feed` over Redis streams (see the module docstring)."""
 
-    def __init__(self, url: str, retention: int = RETENTION) -> None:
+    def __init__(self, url: str, retention: int = RETENTION, *, cluster: bool = False) -> None:
         self.retention = retention
-        self.client: redis.Redis = redis.from_url(
-            url, socket_connect_timeout=TIMEOUT, socket_timeout=TIMEOUT
+        self.client: RedisClient = connect_url(
+            url, cluster=cluster, socket_connect_timeout=TIMEOUT, socket_timeout=TIMEOUT
         )
-        self.reader_client: redis.Redis = redis.from_url(
-            url, socket_connect_timeout=TIMEOUT, socket_timeout=BLOCK_MS / 1000 + TIMEOUT
+        self.reader_client: RedisClient = connect_url(
+            url,
+            cluster=cluster,
+            socket_connect_timeout=TIMEOUT,
+            socket_timeout=BLOCK_MS / 1000 + TIMEOUT,
         )
         self._readers: dict[str, _Reader] = {}
         self._lost: set[str] = set()

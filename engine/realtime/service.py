@@ -148,7 +148,8 @@ class Realtime:
     def __init__(self, rt: Runtime, feed: Feed | None = None) -> None:
         self.rt = rt
         url = rt.settings.redis_url
-        self.feed: Feed = feed or (RedisFeed(url) if url else MemoryFeed())
+        cluster = rt.settings.redis_cluster
+        self.feed: Feed = feed or (RedisFeed(url, cluster=cluster) if url else MemoryFeed())
         bind_feed(rt.engines, self.feed)
 
     async def start(self) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import stat
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -124,3 +125,93 @@ def test_serve_passes_the_trusted_proxies_to_uvicorn(tmp_path: Path) -> None:
     )
     assert trusting["proxy_headers"] is True
     assert trusting["forwarded_allow_ips"] == "10.0.0.0/8"
+
+
+def test_s3_blob_store_settings() -> None:
+    from engine.blobs import FileSystemBlobStore, create_blob_store
+    from engine.blobs.s3 import S3BlobStore
+
+    env = {
+        "AE_ENV": "test",
+        "AE_BLOB_URL": "s3://my-bucket/some/prefix/",
+        "AE_S3_ENDPOINT_URL": "http://127.0.0.1:9000",
+        "AE_S3_REGION": "eu-west-1",
+        "AE_S3_ACCESS_KEY_ID": "AKIDEXAMPLE",
+        "AE_S3_SECRET_ACCESS_KEY": "s3cr3t",
+    }
+    settings = load_settings(env, dotenv=None)
+    assert settings.blob_url == "s3://my-bucket/some/prefix/"
+    assert "s3cr3t" not in repr(settings)
+    store = create_blob_store(settings)
+    assert isinstance(store, S3BlobStore)
+    assert (store.bucket, store.where.prefix) == ("my-bucket", "some/prefix/")
+    assert store.blob_key("a" * 64) == "some/prefix/blobs/" + "a" * 64
+    assert store.location == "s3://my-bucket/some/prefix at http://127.0.0.1:9000"
+    plain = load_settings({"AE_ENV": "test", "AE_BLOB_DIR": "/tmp/x"}, dotenv=None)
+    assert isinstance(create_blob_store(plain), FileSystemBlobStore)
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"AE_BLOB_URL": "/var/blobs"}, "s3://bucket"),
+        ({"AE_BLOB_URL": "s3://Bad_Bucket/x"}, "not an S3 bucket name"),
+        ({"AE_BLOB_URL": "s3://bucket/a/../b"}, "not a usable key prefix"),
+        ({"AE_S3_ACCESS_KEY_ID": "AKID"}, "go together"),
+        ({"AE_BLOB_URL": "s3://bucket", "AE_UPLOAD_MAX_BYTES": str(6 * 1024**3)}, "5 GiB"),
+    ],
+)
+def test_bad_s3_settings_are_refused(env: dict[str, str], message: str) -> None:
+    with pytest.raises(SettingsError) as info:
+        load_settings({"AE_ENV": "test", **env}, dotenv=None)
+    assert message in str(info.value)
+
+
+def test_every_variable_read_is_in_the_readme_table() -> None:
+    root = Path(__file__).resolve().parents[3]
+    source = (root / "engine" / "settings.py").read_text(encoding="utf-8")
+    read = set(re.findall(r'"(AE_[A-Z0-9_]+)"', source))
+    table = [
+        line
+        for line in (root / "README.md").read_text(encoding="utf-8").splitlines()
+        if line.startswith("| `AE_")
+    ]
+    documented = set(
+        re.findall(r"`(AE_[A-Z0-9_]+)`", "\n".join(row.split(" | ")[0] for row in table))
+    )
+    assert read - documented == set()
+    assert documented - read == set()
+
+
+def test_serve_listens_where_the_environment_says_and_flags_win(tmp_path: Path) -> None:
+    from engine.cli import build_parser, uvicorn_options
+
+    defaults = uvicorn_options(
+        load_settings(env_for(tmp_path), dotenv=None), build_parser().parse_args(["serve"])
+    )
+    assert (defaults["host"], defaults["port"], defaults["workers"]) == ("127.0.0.1", 8000, 1)
+    assert defaults["timeout_keep_alive"] == 5
+    image = load_settings(
+        env_for(
+            tmp_path, AE_HOST="0.0.0.0", AE_PORT="8080", AE_WORKERS="2", AE_KEEPALIVE_TIMEOUT="75"
+        ),
+        dotenv=None,
+    )
+    from_env = uvicorn_options(image, build_parser().parse_args(["serve"]))
+    assert (from_env["host"], from_env["port"], from_env["workers"]) == ("0.0.0.0", 8080, 2)
+    assert from_env["timeout_keep_alive"] == 75
+    flags = build_parser().parse_args(["serve", "--host", "::1", "--port", "9", "--workers", "3"])
+    assert (uvicorn_options(image, flags)["host"], uvicorn_options(image, flags)["port"]) == (
+        "::1",
+        9,
+    )
+    assert uvicorn_options(image, flags)["workers"] == 3
+    for key, value in (
+        ("AE_PORT", "0"),
+        ("AE_PORT", "70000"),
+        ("AE_WORKERS", "0"),
+        ("AE_WORKERS", "two"),
+        ("AE_KEEPALIVE_TIMEOUT", "0"),
+    ):
+        with pytest.raises(SettingsError, match=key):
+            load_settings(env_for(tmp_path, **{key: value}), dotenv=None)

@@ -21,6 +21,7 @@ from engine.health import healthz, readyz, warn_if_not_migrated
 from engine.legacy import LegacyRoutes
 from engine.logging import RequestLogMiddleware
 from engine.problems import handle_aether_error, handle_http_exception
+from engine.realtime.service import Realtime
 from engine.runtime import Runtime, build_runtime
 from engine.settings import Settings
 
@@ -43,6 +44,7 @@ def create_app(
     """The ASGI app for `settings`. The registry is built here, so bad models fail now."""
     rt = runtime or build_runtime(settings)
     chosen = default_actions() if actions is None else list(actions)
+    realtime = Realtime(rt)
     legacy = LegacyRoutes(rt) if rt.settings.legacy_routes else None  # AE_LEGACY_ROUTES
 
     @contextlib.asynccontextmanager
@@ -50,9 +52,11 @@ def create_app(
         await rt.start()
         await bind_runtime_store(rt)
         await warn_if_not_migrated(rt)
+        await realtime.start()
         try:
             yield
         finally:
+            await realtime.close()
             if legacy is not None:
                 await legacy.close()
             await rt.close()
@@ -62,6 +66,7 @@ def create_app(
         Route("/healthz", healthz, methods=["GET", "HEAD"]),
         Route("/readyz", readyz, methods=["GET", "HEAD"]),
         *extra_routes(rt, chosen),
+        *realtime.routes(),
         *action_routes(chosen),
         *(legacy.routes() if legacy is not None else ()),
         *console_routes(settings),
@@ -107,6 +112,7 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.runtime = rt
+    app.state.realtime = realtime
     return app
 
 

@@ -19,7 +19,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 from starlette.requests import HTTPConnection
 
-from engine.auth.api_keys import extract_credentials, parse_api_key, verify_secret
+from engine.auth.api_keys import Credentials, extract_credentials, parse_api_key, verify_secret
 from engine.errors import RateLimitedError, UnauthorizedError
 from engine.logging import RATE_HEADERS_KEY
 from engine.principal import Principal
@@ -59,10 +59,7 @@ async def authenticate(request: HTTPConnection) -> Principal:
         credentials = extract_credentials(request.headers.items())
         if credentials is None:
             raise UnauthorizedError("Send a bearer token or an API key")
-        if credentials.kind == "jwt":
-            principal = await _from_jwt(rt, credentials.value)
-        else:
-            principal = await _from_api_key(rt, credentials.value)
+        principal = await verify_credentials(rt, credentials)
     except UnauthorizedError:
         await _limit(request, rt, "addr:" + _client_address(request))
         raise
@@ -70,6 +67,14 @@ async def authenticate(request: HTTPConnection) -> Principal:
     principal_var.set(principal.log_name)
     await _limit(request, rt, "principal:" + principal.log_name)
     return principal
+
+
+async def verify_credentials(rt: Runtime, credentials: Credentials) -> Principal:
+    """The principal `credentials` stand for, or UnauthorizedError (401); no rate limit
+    (a live connection checking its credentials again is not a new request)."""
+    if credentials.kind == "jwt":
+        return await _from_jwt(rt, credentials.value)
+    return await _from_api_key(rt, credentials.value)
 
 
 def _client_address(request: HTTPConnection) -> str:

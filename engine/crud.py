@@ -49,6 +49,7 @@ from engine.listing import (
 from engine.paths import CrudPath, parse_crud_path
 from engine.plans import ReadPlan, row_params
 from engine.principal import Principal
+from engine.realtime.writes import note_delete, note_write
 from engine.repository import IdCollisionError, autocommit, read, translate_errors
 from engine.responses import (
     etag_for,
@@ -395,10 +396,11 @@ async def create_item(
         now = utcnow()
         columns.update(created_at=now, updated_at=now, version=1)
         row = await _insert(conn, plan, columns)
-    stored = dict(row._mapping)
-    if plan.account_field is not None:  # the owning account: a reference no body carries
-        stored[plan.account_field] = account_public_id(principal, path)
-    item = _written(plan, stored, values)
+        stored = dict(row._mapping)
+        if plan.account_field is not None:  # the owning account: a reference no body carries
+            stored[plan.account_field] = account_public_id(principal, path)
+        item = _written(plan, stored, values)
+        note_write(conn, plan, account_public_id(principal, path), "create", item)
     return json_response(
         item,
         status=201,
@@ -491,10 +493,11 @@ async def update_item(
                 )
         else:
             raise ConflictError("The object is changing too often to update; retry")
+        stored = {**current, "updated_at": updated_at, "version": version + 1}
+        item = _written(plan, stored, values)
+        note_write(conn, plan, account_public_id(principal, path), "update", item)
     if obj.name in AUTH_TYPES:
         await rt.principals.invalidate()
-    stored = {**current, "updated_at": updated_at, "version": version + 1}
-    item = _written(plan, stored, values)
     return json_response(item, headers={"ETag": etag_for(version + 1)})
 
 
@@ -523,13 +526,13 @@ async def delete_item(
     if_match = _if_match(request, rt)
     async with autocommit(rt.reader, obj) as conn:
         account_id = await scope_account(conn, rt, principal, path)
-        role_field = ["role"] if is_role_field(obj) else None
-        row = await fetch_item(conn, rt, path, account_id, fields=role_field)
-        names = plan.names_for(role_field)
-        current = plan.public(row, names)
-        pk, version = int(row[len(names)]), int(row[len(names) + 1])
+        row = await fetch_item(conn, rt, path, account_id)
+        account = account_public_id(principal, path)
+        current = plan.public(row, None, account)
+        pk, version = int(row[len(plan.names)]), int(row[len(plan.names) + 1])
         _check_if_match(if_match, version)
         check_role_grant(principal, obj, {}, current)
+        await note_delete(conn, rt, obj, pk, account_id, account, current)
         try:
             result = await conn.execute(
                 plan.delete[account_id is not None], row_params(pk, version, account_id)

@@ -25,6 +25,7 @@ from engine.errors import (
     ServiceUnavailableError,
     ValidationError,
 )
+from engine.realtime import publish_noted
 from registry.descriptors import ObjectType
 
 logger = logging.getLogger(__name__)
@@ -122,9 +123,11 @@ async def translate_errors(obj: ObjectType | None = None) -> AsyncIterator[None]
 async def transaction(
     engine: AsyncEngine, obj: ObjectType | None = None
 ) -> AsyncIterator[AsyncConnection]:
-    """One transaction for one request, with driver errors translated."""
+    """One transaction for one request, with driver errors translated; the changes noted on
+    it are published once it has committed (engine.realtime)."""
     async with translate_errors(obj), asyncio.timeout(deadline(engine)), engine.begin() as conn:
         yield conn
+    await publish_noted(conn)
 
 
 async def read(
@@ -157,9 +160,11 @@ async def autocommit(
 
     For writes that are one statement, or a few whose consistency the statements themselves
     guard (a version predicate, a foreign key), so no BEGIN/COMMIT round trips are needed.
+    The changes noted on it are published when the work ends without an error.
     """
     async with translate_errors(obj), asyncio.timeout(deadline(engine)), engine.connect() as conn:
         yield conn
+    await publish_noted(conn)
 
 
 async def fetch_one(conn: AsyncConnection, stmt: sa.Select[Any]) -> Mapping[str, Any] | None:

@@ -68,6 +68,7 @@ def type_schema_response(request: Request, rt: Runtime, obj: ObjectType) -> Resp
 
 def openapi_document(rt: Runtime, actions: Sequence[Any]) -> dict[str, Any]:
     from engine.openapi import build_openapi
+    from engine.realtime.openapi import add_realtime
 
     operations = [spec for action in actions if (spec := getattr(action, "openapi", None))]
     document = build_openapi(rt.registry, actions=operations)
@@ -75,7 +76,7 @@ def openapi_document(rt: Runtime, actions: Sequence[Any]) -> dict[str, Any]:
         from engine.legacy import with_legacy_paths
 
         document = with_legacy_paths(document, rt.registry)
-    return document
+    return add_realtime(document)
 
 
 def openapi_routes(rt: Runtime, actions: Sequence[Any]) -> list[BaseRoute]:

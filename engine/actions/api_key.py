@@ -15,6 +15,7 @@ from engine.bodies import decode_struct
 from engine.errors import ForbiddenError, ValidationError
 from engine.plans import VERSION_LABEL
 from engine.provisioning import insert_api_key
+from engine.realtime.writes import note_write
 from engine.repository import fetch_one, transaction
 from engine.responses import etag_for, json_response, public_row
 from models.base import utcnow
@@ -65,7 +66,8 @@ class CreateApiKey:
             row = await fetch_one(
                 conn, plan.scoped(plan.select().where(plan.pk == made.pk), account_id)
             )
-        assert row is not None
+            assert row is not None
+            note_write(conn, plan, ctx.principal.account_public_id, "create", public_row(row))
         body_out = {**public_row(row), "key": made.key}
         return json_response(
             body_out,

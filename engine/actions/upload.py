@@ -28,6 +28,7 @@ from engine.errors import ForbiddenError, NotFoundError, ValidationError
 from engine.filenames import sanitize_filename
 from engine.idempotency import HashOnlySink, Idempotency, upload_fingerprint
 from engine.plans import PK_LABEL
+from engine.realtime.writes import note_write
 from engine.repository import fetch_all, read, transaction
 from engine.responses import json_response, public_row
 from engine.runtime import Runtime
@@ -105,11 +106,12 @@ def _new_pk(result: sa.CursorResult[Any]) -> int:
 
 async def find_or_insert_file(
     conn: AsyncConnection, table: sa.Table, account_id: int, upload: UploadedFile
-) -> int:
-    """The account's `file` row for `upload`'s content, made when absent (race-safe)."""
+) -> tuple[int, bool]:
+    """The account's `file` row for `upload`'s content, made when absent (race-safe), and
+    whether this call made it."""
     pk = await _file_pk(conn, table, account_id, upload.sha256, locking=False)
     if pk is not None:
-        return pk
+        return pk, False
     now = utcnow()
     values = {
         "id_random": new_public_id(),
@@ -131,8 +133,8 @@ async def find_or_insert_file(
         pk = await _file_pk(conn, table, account_id, upload.sha256, locking=True)
         if pk is None:
             raise
-        return pk
-    return _new_pk(result)
+        return pk, False
+    return _new_pk(result), True
 
 
 async def insert_event_files(
@@ -148,15 +150,26 @@ async def insert_event_files(
 
 
 async def write_rows(
-    rt: Runtime, account_id: int, event_pk: int, upload: UploadResult, meta: list[FileMeta]
+    rt: Runtime,
+    account_id: int,
+    event_pk: int,
+    upload: UploadResult,
+    meta: list[FileMeta],
+    *,
+    account: str | None = None,
 ) -> dict[str, list[dict[str, Any]]]:
-    """The one transaction of an upload; returns the response body."""
+    """The one transaction of an upload; returns the response body. The rows it makes are
+    noted for the change feed of `account` (the account's public id)."""
     file_table, ef_table = rt.tables["file"], rt.tables["event_file"]
     async with transaction(rt.engine) as conn:
         by_hash: dict[str, int] = {}
+        made: set[int] = set()
         for part in upload.files:
             if part.sha256 not in by_hash:
-                by_hash[part.sha256] = await find_or_insert_file(conn, file_table, account_id, part)
+                pk, created = await find_or_insert_file(conn, file_table, account_id, part)
+                by_hash[part.sha256] = pk
+                if created:
+                    made.add(pk)
         now = utcnow()
         rows = [
             {
@@ -176,6 +189,11 @@ async def write_rows(
         ef_pks = await insert_event_files(conn, ef_table, rows)
         files = await _read(conn, rt, account_id, "file", list(by_hash.values()))
         event_files = await _read(conn, rt, account_id, "event_file", ef_pks)
+        for pk, item in zip(by_hash.values(), files, strict=True):
+            if pk in made:
+                note_write(conn, rt.plans["file"], account, "create", item)
+        for item in event_files:
+            note_write(conn, rt.plans["event_file"], account, "create", item)
     return {"files": files, "event_files": event_files}
 
 
@@ -277,7 +295,10 @@ class UploadToEvent:
             upload = await receive_upload(request.stream(), content_type, sink, max_bytes=limit)
             try:
                 meta = parse_meta(upload.fields.get(META_FIELD), len(upload.files))
-                body = await write_rows(rt, account_id, event_pk, upload, meta)
+                body = await write_rows(
+                    rt, account_id, event_pk, upload, meta,
+                    account=ctx.principal.account_public_id,
+                )  # fmt: skip
             except BaseException:
                 await _discard(sink, upload)
                 raise

@@ -49,7 +49,8 @@ from engine.listing import (
 from engine.paths import CrudPath, parse_crud_path
 from engine.plans import ReadPlan
 from engine.principal import Principal
-from engine.repository import IdCollisionError, autocommit, read, translate_errors
+from engine.replicas import direct_rows, read_for
+from engine.repository import IdCollisionError, autocommit, translate_errors
 from engine.responses import (
     etag_for,
     json_response,
@@ -231,7 +232,7 @@ async def read_item(
         return item, int(row[len(names) + 1])
 
     found = None if includes or fields else await _read_item_direct(rt, principal, path)
-    item, version = found if found is not None else await read(rt.reader, work, obj)
+    item, version = found if found is not None else await read_for(rt, principal, work, obj)
     etag = etag_for(version)
     if matches_etag(request.headers.get("if-none-match"), etag, weak=True):
         return not_modified(etag)
@@ -255,7 +256,7 @@ async def _read_item_direct(
     plan = rt.plans[obj.name]
     ancestors = ancestor_types(path)
     stmt = plan.item(ancestors)
-    rows = await rt.direct.rows(stmt, bind_params(path, principal.account_id))
+    rows = await direct_rows(rt, principal, stmt, bind_params(path, principal.account_id))
     if rows is None or (not rows and ancestors):
         return None
     if not rows:

@@ -21,7 +21,8 @@ from engine.errors import BadRequestError, ValidationError
 from engine.paths import CrudPath
 from engine.plans import PK_LABEL, ReadPlan
 from engine.principal import Principal
-from engine.repository import fetch_all, read
+from engine.replicas import direct_rows, read_for
+from engine.repository import fetch_all
 from engine.responses import json_response, public_row
 from engine.runtime import Runtime
 from engine.scoping import (
@@ -174,12 +175,12 @@ async def execute_search(
     if spec.filter == MATCH_ALL and not spec.include and not spec.count and not principal.is_system:
         account_id = principal.account_id
         stmt, _ = page_statement(rt, path, spec, fields, order, extra, after, account_id)
-        rows = await rt.direct.rows(stmt, page_params(account_id))
+        rows = await direct_rows(rt, principal, stmt, page_params(account_id))
         if rows is not None and (rows or not path.ancestors):
             envelope = envelope_of(rows, account_id)
             envelope["data"] = only_asked(envelope["data"], spec.fields, spec.include)
             return json_response(envelope)
-    return json_response(await read(rt.reader, work, obj))
+    return json_response(await read_for(rt, principal, work, obj))
 
 
 LIMIT_PARAM, OFFSET_PARAM = "lim", "off"

@@ -22,7 +22,7 @@ from engine.actions.upload import Role
 from engine.blob_response import blob_response
 from engine.blobs import is_sha256
 from engine.errors import ForbiddenError, NotFoundError, ValidationError
-from engine.repository import read
+from engine.replicas import read_for
 from engine.runtime import Runtime
 
 ROLES: tuple[str, ...] = get_args(Role)
@@ -72,7 +72,7 @@ class GetBlob:
             raise NotFoundError("No file with this hash")
         rt = ctx.runtime
         stmt = _file_select(rt, account_id).where(rt.tables["file"].c.sha256 == sha256)
-        row = await read(rt.reader, lambda conn: _one(conn, stmt))
+        row = await read_for(rt, ctx.principal, lambda conn: _one(conn, stmt))
         if row is None:
             raise NotFoundError("No file with this hash")
         return _send(request, rt, row, named=False)
@@ -161,7 +161,7 @@ class Download:
             raise ValidationError.single("role", f"must be one of {', '.join(ROLES)}")
         rt = ctx.runtime
         public_id = str(request.path_params["id"])
-        row = await read(
-            rt.reader, lambda conn: resolve_download(conn, rt, account_id, public_id, role)
+        row = await read_for(
+            rt, ctx.principal, lambda conn: resolve_download(conn, rt, account_id, public_id, role)
         )
         return _send(request, rt, row, named=True)

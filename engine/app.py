@@ -19,8 +19,10 @@ from engine.errors import AetherError
 from engine.health import healthz, readyz, warn_if_not_migrated
 from engine.logging import RequestLogMiddleware
 from engine.problems import handle_aether_error, handle_http_exception
+from engine.replicas import StickyWritesMiddleware
 from engine.runtime import Runtime, build_runtime
 from engine.settings import Settings
+from engine.shutdown import watch_signals
 
 logger = logging.getLogger(__name__)
 CRUD_METHODS = ["GET", "HEAD", "POST", "PATCH", "DELETE", "PUT", "OPTIONS"]
@@ -48,7 +50,8 @@ def create_app(
         await bind_runtime_store(rt)
         await warn_if_not_migrated(rt)
         try:
-            yield
+            with watch_signals(rt.shutdown):
+                yield
         finally:
             await rt.close()
 
@@ -60,6 +63,8 @@ def create_app(
         *action_routes(chosen),
     ]
     middleware = [Middleware(RequestLogMiddleware)]
+    if rt.reads is not None:  # inside the log middleware: the principal is known there
+        middleware.append(Middleware(StickyWritesMiddleware, router=rt.reads))
     if settings.cors_origins:
         middleware.append(
             Middleware(

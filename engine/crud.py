@@ -38,6 +38,7 @@ from engine.errors import (
     ServiceUnavailableError,
     ValidationError,
 )
+from engine.ids import IdEntry
 from engine.listing import (
     attach_includes,
     include_tree,
@@ -47,7 +48,7 @@ from engine.listing import (
     run_search,
 )
 from engine.paths import CrudPath, parse_crud_path
-from engine.plans import ReadPlan
+from engine.plans import PK_LABEL, ReadPlan
 from engine.principal import Principal
 from engine.replicas import direct_rows, read_for
 from engine.repository import IdCollisionError, autocommit, translate_errors
@@ -391,6 +392,8 @@ async def create_item(
         columns.update(created_at=now, updated_at=now, version=1)
         row = await _insert(conn, plan, columns)
     stored = dict(row._mapping)
+    if account_id is not None:
+        await rt.ids.put(account_id, stored["id"], created_entry(obj, stored, columns))
     if plan.account_field is not None:  # the owning account: a reference no body carries
         stored[plan.account_field] = account_public_id(principal, path)
     item = _written(plan, stored, values)
@@ -414,6 +417,20 @@ async def _insert(conn: AsyncConnection, plan: ReadPlan, columns: dict[str, Any]
             continue
         return result.one()
     raise ServiceUnavailableError("Could not allocate a unique id; retry")
+
+
+def created_entry(
+    obj: ObjectType, stored: Mapping[str, Any], columns: Mapping[str, Any]
+) -> IdEntry:
+    """What the id cache learns of a created object: its type, key and parent."""
+    parent = obj.parent
+    parent_key = columns.get(parent.field) if parent is not None else None
+    return IdEntry(
+        obj.name,
+        int(stored[PK_LABEL]),
+        parent.target if parent is not None and parent_key is not None else None,
+        int(parent_key) if parent_key is not None else None,
+    )
 
 
 def _item_url(request: Request, public_id: str) -> str:
@@ -495,6 +512,8 @@ async def update_item(
             raise ConflictError("The object is changing too often to update; retry")
     if obj.name in AUTH_TYPES:
         await rt.principals.invalidate()
+    if obj.parent is not None and obj.parent.field in columns and account_id is not None:
+        await rt.ids.forget(account_id, [path.public_id])  # moved to another parent
     stored = {**current, "updated_at": updated_at, "version": version + 1}
     item = _written(plan, stored, values)
     return json_response(item, headers={"ETag": etag_for(version + 1)})
@@ -548,6 +567,8 @@ async def delete_item(
             ) from exc
         if result.rowcount != 1:
             raise PreconditionFailedError("The object changed while you deleted it")
+    if account_id is not None:
+        await rt.ids.forget(account_id, [path.public_id])
     if obj.name in AUTH_TYPES:
         await rt.principals.invalidate()
     response = Response(status_code=204)

@@ -76,6 +76,9 @@ async def readyz(request: Request) -> Response:
     headers = {"Cache-Control": "no-store"}
     if not ready:
         headers["Retry-After"] = "5"
-    return json_response(
-        {"status": "ready" if ready else "not ready", "checks": checks}, status, headers
-    )
+    body = {
+        "status": "ready" if ready else "not ready",
+        "checks": checks,
+        "id_cache": rt.ids.counts(),
+    }
+    return json_response(body, status, headers)

@@ -23,6 +23,7 @@ from engine.blobs import BlobStore, FileSystemBlobStore
 from engine.cache import CacheBackend, create_cache
 from engine.db import create_engine, dialect_name
 from engine.direct import DirectReader
+from engine.ids import IdCache
 from engine.plans import ReadPlan, build_plans
 from engine.ratelimit import LoginLimiter, RateLimiter
 from engine.replicas import ReadRouter
@@ -50,6 +51,7 @@ class Runtime:
     dialect: str
     cursor_key: bytes  # encrypts and authenticates keyset cursors; derived from the JWT key
     principals: PrincipalCache
+    ids: IdCache
     reads: ReadRouter | None = None  # the read replica and who reads the primary for now
     shutdown: ShutdownState = field(default_factory=ShutdownState)
     documents: dict[str, Any] = field(default_factory=dict)  # encoded schema documents
@@ -66,9 +68,11 @@ class Runtime:
 
     async def start(self) -> None:
         await self.principals.start()
+        await self.ids.start()
 
     async def close(self) -> None:
         await self.principals.close()
+        await self.ids.close()
         await self.cache.close()
         await self.engine.dispose()
         await self.reader.dispose()
@@ -115,6 +119,7 @@ def build_runtime(
         dialect=dialect_name(settings.database_url),
         cursor_key=cursor_key(settings),
         principals=PrincipalCache(settings.auth_cache_seconds, settings.redis_url),
+        ids=IdCache(cache, settings.redis_url),
         reads=read_router(settings, reader, cache, replica),
     )
 

@@ -65,21 +65,31 @@ class PrivateMariaDB:
     def url(self, database: str = "") -> str:
         return f"mysql+asyncmy://root@127.0.0.1:{self.port}/{database}"
 
+    @property
+    def tmpdir(self) -> Path:
+        """A temporary directory of its own: servers bootstrapping at once in a shared /tmp
+        collide on their temporary tables' names."""
+        return self.root / "tmp"
+
     def install(self) -> None:
         _server, install, _client = binaries()
-        subprocess.run(
+        self.tmpdir.mkdir(parents=True, exist_ok=True)
+        done = subprocess.run(
             [
                 install,
                 "--no-defaults",
                 f"--datadir={self.root / 'data'}",
+                f"--tmpdir={self.tmpdir}",
                 "--auth-root-authentication-method=normal",
                 "--skip-test-db",
                 "--user=" + _user(),
             ],
-            check=True,
             capture_output=True,
             timeout=120,
         )
+        if done.returncode != 0:
+            output = (done.stdout + done.stderr).decode(errors="replace")
+            raise AssertionError(f"mariadb-install-db failed:\n{output[-3000:]}")
 
     def start(self) -> None:
         server, _install, _client = binaries()
@@ -92,6 +102,7 @@ class PrivateMariaDB:
                 "--no-defaults",
                 f"--datadir={self.root / 'data'}",
                 f"--socket={self.socket_path}",
+                f"--tmpdir={self.tmpdir}",
                 f"--pid-file={self.root / 'mysqld.pid'}",
                 f"--port={self.port}",
                 "--bind-address=127.0.0.1",

@@ -7,7 +7,7 @@ PYTEST_WORKERS ?= 2
 PORT ?= 8000
 
 .DEFAULT_GOAL := help
-.PHONY: help run test test-unit lint fmt typecheck check migrate demo clean fuzz bench soak
+.PHONY: help run test test-unit lint fmt typecheck check migrate demo clean fuzz bench console soak
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "} {printf "  %-10s %s\n", $$1, $$2}'
@@ -60,6 +60,9 @@ bench: $(STAMP) ## side by side with the hand-written reference on MariaDB when 
 
 soak: $(STAMP) ## two workers, 64 clients, 3 minutes of nested reads with writes and deletes (MariaDB + Redis; not in `make test`)
 	$(BIN)/python -m tests.soak.run --duration 180 --clients 64 --workers 2
+
+console: ## rebuild the web console into engine/console/static (npm ci, then esbuild; needs Node 18+)
+	cd console && npm ci --no-audit --no-fund && node build.mjs
 
 migrate: $(STAMP) ## bring the database in AE_DATABASE_URL to the latest migration
 	$(BIN)/aether migrate

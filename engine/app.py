@@ -14,9 +14,11 @@ from starlette.routing import BaseRoute, Route
 
 from engine.actions.base import Action, action_routes
 from engine.blob_binding import bind_runtime_store
+from engine.console import console_routes
 from engine.crud import crud_endpoint
 from engine.errors import AetherError
 from engine.health import healthz, readyz, warn_if_not_migrated
+from engine.legacy import LegacyRoutes
 from engine.logging import RequestLogMiddleware
 from engine.problems import handle_aether_error, handle_http_exception
 from engine.replicas import StickyWritesMiddleware
@@ -43,6 +45,7 @@ def create_app(
     """The ASGI app for `settings`. The registry is built here, so bad models fail now."""
     rt = runtime or build_runtime(settings)
     chosen = default_actions() if actions is None else list(actions)
+    legacy = LegacyRoutes(rt) if rt.settings.legacy_routes else None  # AE_LEGACY_ROUTES
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -53,6 +56,8 @@ def create_app(
             with watch_signals(rt.shutdown):
                 yield
         finally:
+            if legacy is not None:
+                await legacy.close()
             await rt.close()
 
     routes: list[BaseRoute] = [  # the busiest first: the router tries them in order
@@ -61,6 +66,8 @@ def create_app(
         Route("/readyz", readyz, methods=["GET", "HEAD"]),
         *extra_routes(rt, chosen),
         *action_routes(chosen),
+        *(legacy.routes() if legacy is not None else ()),
+        *console_routes(settings),
     ]
     middleware = [Middleware(RequestLogMiddleware)]
     if rt.reads is not None:  # inside the log middleware: the principal is known there
@@ -70,7 +77,13 @@ def create_app(
             Middleware(
                 CORSMiddleware,
                 allow_origins=list(settings.cors_origins),
-                allow_methods=["GET", "POST", "PATCH", "DELETE"],
+                allow_methods=[
+                    "GET",
+                    "POST",
+                    "PATCH",
+                    "DELETE",
+                    *(("PUT",) if legacy is not None else ()),  # the legacy partial update
+                ],
                 allow_headers=[
                     "Authorization",
                     "X-API-Key",
@@ -80,7 +93,13 @@ def create_app(
                     "Idempotency-Key",
                     "X-Request-ID",
                 ],
-                expose_headers=["ETag", "Location", "X-Request-ID", "Retry-After"],
+                expose_headers=[
+                    "ETag",
+                    "Location",
+                    "X-Request-ID",
+                    "Retry-After",
+                    *(("Deprecation", "Sunset", "Link") if legacy is not None else ()),
+                ],
             )
         )
     app = Starlette(

@@ -103,20 +103,26 @@ def _log_to_stderr(settings: Settings) -> None:
 
 
 def uvicorn_options(settings: Settings, args: argparse.Namespace) -> dict[str, Any]:
-    """What `aether serve` hands uvicorn. `X-Forwarded-For`/`-Proto` are honoured only
-    from the proxies in `AE_FORWARDED_ALLOW_IPS` (addresses or networks, comma-separated,
-    or `*`); without it they are ignored, and the client address is the peer's."""
+    """What `aether serve` hands uvicorn. Host, port and workers come from the flags, else
+    from `AE_HOST`, `AE_PORT` and `AE_WORKERS` (how the container image sets them).
+    `X-Forwarded-For`/`-Proto` are honoured only from the proxies in
+    `AE_FORWARDED_ALLOW_IPS` (addresses or networks, comma-separated, or `*`); without it
+    they are ignored, and the client address is the peer's. An idle keep-alive connection
+    is closed after `AE_KEEPALIVE_TIMEOUT` seconds: behind a proxy or load balancer that
+    reuses connections, make it longer than the proxy's own idle timeout, so the proxy
+    never sends a request on a connection the server is closing."""
     return {
         "factory": True,
-        "host": args.host,
-        "port": args.port,
-        "workers": args.workers,
+        "host": settings.host if args.host is None else args.host,
+        "port": settings.port if args.port is None else args.port,
+        "workers": settings.workers if args.workers is None else args.workers,
         "log_config": None,
         "access_log": False,
         "proxy_headers": settings.forwarded_allow_ips is not None,
         "forwarded_allow_ips": settings.forwarded_allow_ips or "",
         "server_header": False,
         "timeout_graceful_shutdown": settings.shutdown_timeout,
+        "timeout_keep_alive": settings.keepalive_timeout,
     }
 
 
@@ -347,13 +353,84 @@ def cmd_demo(args: argparse.Namespace) -> None:
         sys.stdout.write(f"{key}\n")
 
 
+def _ops(work: Any) -> Any:
+    """Run an operations coroutine; its refusals become the one-line error."""
+    from engine.ops import OpsError
+
+    try:
+        return asyncio.run(work)
+    except OpsError as exc:
+        raise CommandError(str(exc)) from exc
+
+
+def cmd_backup(args: argparse.Namespace) -> None:
+    from engine.ops import backup
+
+    settings = _settings()
+    _log_to_stderr(settings)
+    _require_database(settings)
+    done = _ops(backup(settings, Path(args.output)))
+    if args.json:
+        _print_json(done)
+    else:
+        sys.stdout.write(f"{done.path}\n")
+
+
+def cmd_restore(args: argparse.Namespace) -> None:
+    from engine.ops import restore
+
+    settings = _settings()
+    _log_to_stderr(settings)
+    done = _ops(restore(settings, Path(args.archive), force=args.force))
+    if args.json:
+        _print_json(done)
+        return
+    sys.stdout.write(
+        f"restored {done.rows} row(s) in {done.tables} table(s) and {done.blobs} blob(s); "
+        f"database at revision {done.revision}\n"
+    )
+    if not done.head:
+        sys.stderr.write(
+            "aether: the archive's schema is older than this version: run `aether migrate`\n"
+        )
+
+
+def cmd_export(args: argparse.Namespace) -> None:
+    from engine.ops import export_account
+
+    settings = _settings()
+    _log_to_stderr(settings)
+    _require_database(settings)
+    done = _ops(export_account(settings, args.account, Path(args.output)))
+    if args.json:
+        _print_json(done)
+    else:
+        sys.stdout.write(f"{done.path}\n")
+
+
+def cmd_import(args: argparse.Namespace) -> None:
+    from engine.ops import import_account
+
+    settings = _settings()
+    _log_to_stderr(settings)
+    _require_database(settings)
+    done = _ops(import_account(settings, Path(args.archive)))
+    if args.json:
+        _print_json(done)
+    else:
+        sys.stdout.write(
+            f"account {done.account} ({done.account_id}): {done.rows} row(s), "
+            f"{done.blobs} blob(s)\n"
+        )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="aether", description="Aether CRUD engine")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("serve", help="serve the API")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8000)
-    p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--host", help="default AE_HOST, else 127.0.0.1")
+    p.add_argument("--port", type=int, help="default AE_PORT, else 8000")
+    p.add_argument("--workers", type=int, help="default AE_WORKERS, else 1")
     p.set_defaults(func=cmd_serve)
     p = sub.add_parser("migrate", help="bring the database to the latest migration")
     p.add_argument("revision", nargs="?", default="head")
@@ -399,6 +476,24 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="load the demo account once and print its key")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_demo)
+    p = sub.add_parser("backup", help="archive the database and the blobs its rows reference")
+    p.add_argument("--output", default=".", help="directory for the archive (default: here)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_backup)
+    p = sub.add_parser("restore", help="restore a backup into an empty database and blob store")
+    p.add_argument("archive")
+    p.add_argument("--force", action="store_true", help="replace a non-empty target")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_restore)
+    p = sub.add_parser("export", help="one account's rows and blobs as a portable archive")
+    p.add_argument("--account", required=True, help="the account's slug")
+    p.add_argument("--output", default=".", help="directory for the archive (default: here)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_export)
+    p = sub.add_parser("import", help="load an exported account (same public ids)")
+    p.add_argument("archive")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_import)
     return parser
 
 

@@ -48,7 +48,7 @@ from engine.listing import (
     run_search,
 )
 from engine.paths import CrudPath, parse_crud_path
-from engine.plans import PK_LABEL, ReadPlan
+from engine.plans import PK_LABEL, ReadPlan, row_params
 from engine.principal import Principal
 from engine.replicas import direct_rows, read_for
 from engine.repository import IdCollisionError, autocommit, translate_errors
@@ -81,9 +81,15 @@ ID_ATTEMPTS = 3
 
 async def crud_endpoint(request: Request) -> Response:
     """The single entry point for `/v3/crud/{path}`."""
-    rt = get_runtime(request)
     principal = await authenticate(request)
-    path = parse_crud_path(crud_segments(request), rt.registry)
+    return await serve_crud(request, principal, crud_segments(request))
+
+
+async def serve_crud(request: Request, principal: Principal, segments: list[str]) -> Response:
+    """Answer the CRUD route named by `segments` (the path after `/v3/crud/`) for an
+    authenticated `principal`; the legacy routes (engine/legacy) call it with theirs."""
+    rt = get_runtime(request)
+    path = parse_crud_path(segments, rt.registry)
     method = request.method
     if path.target == "index":
         _allow(method, ("GET",))
@@ -410,9 +416,7 @@ async def _insert(conn: AsyncConnection, plan: ReadPlan, columns: dict[str, Any]
         columns["id_random"] = new_public_id()
         try:
             async with translate_errors(plan.obj):
-                result = await conn.execute(
-                    plan.table.insert().values(**columns).returning(*plan.returning)
-                )
+                result = await conn.execute(plan.insert, columns)
         except IdCollisionError:
             continue
         return result.one()
@@ -494,13 +498,8 @@ async def update_item(
             columns.update(updated_at=updated_at, version=version + 1)
             pk = int(row[len(plan.names)])
             result = await conn.execute(
-                plan.table.update()
-                .where(
-                    plan.pk == pk,
-                    plan.tenant_predicate(account_id),
-                    plan.table.c.version == version,
-                )
-                .values(**columns)
+                plan.update[account_id is not None],
+                {**columns, **row_params(pk, version, account_id)},
             )
             if result.rowcount == 1:
                 break
@@ -553,11 +552,7 @@ async def delete_item(
         check_role_grant(principal, obj, {}, current)
         try:
             result = await conn.execute(
-                plan.table.delete().where(
-                    plan.pk == pk,
-                    plan.tenant_predicate(account_id),
-                    plan.table.c.version == version,
-                )
+                plan.delete[account_id is not None], row_params(pk, version, account_id)
             )
         except sa_exc.IntegrityError as exc:
             blockers = await blocking_types(conn, rt, obj, sa.literal(pk), account_id)

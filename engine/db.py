@@ -27,6 +27,11 @@ MARIADB_SQL_MODE = (
     "STRICT_ALL_TABLES,NO_ZERO_IN_DATE,NO_ZERO_DATE,ERROR_FOR_DIVISION_BY_ZERO,"
     "NO_ENGINE_SUBSTITUTION,NO_AUTO_VALUE_ON_ZERO"
 )
+#: Statements asyncmy keeps prepared per MariaDB connection (LRU; binary protocol, no
+#: re-parsed column definitions). The server's `max_prepared_stmt_count` (16,382 by default)
+#: caps them over all connections: 64 for each of a worker's 40 connections leaves room for
+#: several workers.
+PREPARED_STATEMENTS = 64
 CONNECT_TIMEOUT_SECONDS = 5
 READ_TIMEOUT_SLACK_SECONDS = 5
 

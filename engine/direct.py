@@ -48,6 +48,7 @@ class _Compiled(NamedTuple):
     sql: str
     binds: tuple[_Bind, ...]
     results: tuple[tuple[int, Processor], ...]  # (column position, processor) where needed
+    statement: Any  # SQLAlchemy's compiled form, for statements taken by their cache key
 
 
 async def _asyncmy(conn: Any, sql: str, args: Sequence[Any]) -> Sequence[Sequence[Any]]:
@@ -85,46 +86,92 @@ class DirectReader:
         self._dialect = engine.dialect
         self._run = _RUNNERS.get(str(engine.dialect.driver))
         self._deadline = deadline(engine)
-        self._compiled: dict[int, tuple[sa.Select[Any], _Compiled | None]] = {}
+        self._prebuilt: dict[int, tuple[sa.Select[Any], _Compiled | None]] = {}
+        self._shapes: dict[Any, _Compiled | None] = {}
 
     async def rows(
-        self, stmt: sa.Select[Any], params: Mapping[str, Any]
+        self, stmt: sa.Select[Any], params: Mapping[str, Any], *, prebuilt: bool = True
     ) -> list[tuple[Any, ...]] | None:
-        """The rows of `stmt` (a statement kept for the life of the process), or None: run it
-        through SQLAlchemy instead."""
+        """The rows of `stmt`, or None: run it through SQLAlchemy instead.
+
+        A `prebuilt` statement is kept for the life of the process and known by identity;
+        any other (a filtered search, built per request) is known by its shape, SQLAlchemy's
+        cache key, with its literal values taken from the statement itself.
+        """
         if self._run is None:
             return None
-        compiled = self._compiled_for(stmt)
-        if compiled is None:
+        args = self._prebuilt_args(stmt, params) if prebuilt else self._shaped_args(stmt, params)
+        if args is None:
             return None
-        args: list[Any] = []
-        for bind in compiled.binds:
-            value = params.get(bind.name, bind.default)
-            if value is _REQUIRED:
-                return None
-            args.append(value if bind.process is None else bind.process(value))
+        compiled, values = args
         try:
             async with asyncio.timeout(self._deadline):
-                raw = await self._fetch(compiled.sql, args)
+                raw = await self._fetch(compiled.sql, values)
         except TimeoutError as exc:
             logger.warning("database unavailable: %s", type(exc).__name__)
             raise ServiceUnavailableError("The database is not answering; retry shortly") from exc
         except Exception:
             logger.debug("direct read failed; running it through SQLAlchemy", exc_info=True)
             return None
-        if raw is None:
-            return None
         if not compiled.results:
             return [tuple(row) for row in raw]
         out = []
         for row in raw:
-            values = list(row)
+            converted = list(row)
             for position, process in compiled.results:
-                values[position] = process(values[position])
-            out.append(tuple(values))
+                converted[position] = process(converted[position])
+            out.append(tuple(converted))
         return out
 
-    async def _fetch(self, sql: str, args: Sequence[Any]) -> Sequence[Sequence[Any]] | None:
+    def _prebuilt_args(
+        self, stmt: sa.Select[Any], params: Mapping[str, Any]
+    ) -> tuple[_Compiled, list[Any]] | None:
+        found = self._prebuilt.get(id(stmt))
+        if found is not None and found[0] is stmt:
+            compiled = found[1]
+        elif len(self._prebuilt) < MAX_STATEMENTS:
+            compiled = self._compile(stmt)
+            self._prebuilt[id(stmt)] = (stmt, compiled)
+        else:
+            return None
+        if compiled is None:
+            return None
+        values: list[Any] = []
+        for bind in compiled.binds:
+            value = params.get(bind.name, bind.default)
+            if value is _REQUIRED:
+                return None
+            values.append(value if bind.process is None else bind.process(value))
+        return compiled, values
+
+    def _shaped_args(
+        self, stmt: sa.Select[Any], params: Mapping[str, Any]
+    ) -> tuple[_Compiled, list[Any]] | None:
+        key = stmt._generate_cache_key()
+        if key is None:
+            return None
+        if key.key in self._shapes:
+            compiled = self._shapes[key.key]
+        elif len(self._shapes) < MAX_STATEMENTS:
+            compiled = self._compile(stmt, key)
+            self._shapes[key.key] = compiled
+        else:
+            return None
+        if compiled is None:
+            return None
+        try:
+            named = compiled.statement.construct_params(
+                dict(params), extracted_parameters=key.bindparams
+            )
+        except Exception:  # a value the caller did not give: SQLAlchemy says so
+            return None
+        values = [
+            named[bind.name] if bind.process is None else bind.process(named[bind.name])
+            for bind in compiled.binds
+        ]
+        return compiled, values
+
+    async def _fetch(self, sql: str, args: Sequence[Any]) -> Sequence[Sequence[Any]]:
         assert self._run is not None
         sync_engine = self._engine.sync_engine
         if sync_engine.dispatch.before_cursor_execute:
@@ -143,23 +190,18 @@ class DirectReader:
         await greenlet_spawn(fairy.close)
         return rows
 
-    def _compiled_for(self, stmt: sa.Select[Any]) -> _Compiled | None:
-        found = self._compiled.get(id(stmt))
-        if found is not None and found[0] is stmt:
-            return found[1]
-        if len(self._compiled) >= MAX_STATEMENTS:
-            return None
+    def _compile(self, stmt: sa.Select[Any], key: Any = None) -> _Compiled | None:
         try:
-            compiled = self._compile(stmt)
+            return self._compiled(stmt, key)
         except Exception:  # a type whose processor needs the driver's column description
             logger.debug("statement not taken by the direct reader", exc_info=True)
-            compiled = None
-        self._compiled[id(stmt)] = (stmt, compiled)
-        return compiled
+            return None
 
-    def _compile(self, stmt: sa.Select[Any]) -> _Compiled | None:
+    def _compiled(self, stmt: sa.Select[Any], key: Any) -> _Compiled | None:
         dialect = self._dialect
-        compiled = stmt.compile(dialect=dialect)
+        # With its cache key, the compiled form can take the values of later statements of
+        # the same shape (`construct_params(extracted_parameters=...)`).
+        compiled = stmt.compile(dialect=dialect, cache_key=key)
         if (
             compiled.positiontup is None
             or compiled.post_compile_params
@@ -176,4 +218,4 @@ class DirectReader:
             for position, column in enumerate(stmt.selected_columns)
             if (process := column.type._cached_result_processor(dialect, None)) is not None
         )
-        return _Compiled(compiled.string, tuple(binds), results)
+        return _Compiled(compiled.string, tuple(binds), results, compiled)

@@ -170,12 +170,13 @@ async def execute_search(
             envelope["total"] = int((await conn.execute(total_stmt, params)).scalar_one())
         return envelope
 
-    # A page whose statement is prebuilt (no filter) and needs nothing more (no includes, no
-    # count, a caller scoped to its own account) goes straight to the driver (`DirectReader`).
-    if spec.filter == MATCH_ALL and not spec.include and not spec.count and not principal.is_system:
+    # A page that needs nothing more than its statement (no includes, no count, a caller
+    # scoped to its own account) goes straight to the driver (`DirectReader`).
+    if not spec.include and not spec.count and not principal.is_system:
         account_id = principal.account_id
         stmt, _ = page_statement(rt, path, spec, fields, order, extra, after, account_id)
-        rows = await direct_rows(rt, principal, stmt, page_params(account_id))
+        prebuilt = spec.filter == MATCH_ALL  # else built for this request (see page_statement)
+        rows = await direct_rows(rt, principal, stmt, page_params(account_id), prebuilt=prebuilt)
         if rows is not None and (rows or not path.ancestors):
             envelope = envelope_of(rows, account_id)
             envelope["data"] = only_asked(envelope["data"], spec.fields, spec.include)

@@ -23,6 +23,15 @@ PK_LABEL = "_pk"
 VERSION_LABEL = "_version"
 ACCOUNT_PARAM = "acct"
 ID_PARAM = "pid"
+ROW_PK_PARAM, ROW_VERSION_PARAM = "row_pk", "row_version"
+
+
+def row_params(pk: int, version: int, account_id: int | None) -> dict[str, Any]:
+    """The bound values of `ReadPlan.update` / `ReadPlan.delete` for one row."""
+    params: dict[str, Any] = {ROW_PK_PARAM: pk, ROW_VERSION_PARAM: version}
+    if account_id is not None:
+        params[ACCOUNT_PARAM] = account_id
+    return params
 
 
 def ancestor_param(depth: int) -> str:
@@ -101,6 +110,18 @@ class ReadPlan:
             self.pk.label(PK_LABEL),
             self.table.c.version.label(VERSION_LABEL),
         )
+        #: The INSERT, built once: the row's values are execution parameters, so a create
+        #: builds no SQL expression (SQLAlchemy compiles it once per set of columns given).
+        self.insert = self.table.insert().returning(*self.returning)
+        #: UPDATE and DELETE of one row under the version that was read, built once per scope
+        #: (inside an account or not): key, version and account are bound (`row_params`),
+        #: an update's new values are execution parameters.
+        self.update = {
+            s: self.table.update().where(*self._row_at_version(s)) for s in (True, False)
+        }
+        self.delete = {
+            s: self.table.delete().where(*self._row_at_version(s)) for s in (True, False)
+        }
         for chain in ancestor_chains(obj, registry):
             for scoped in (True, False):
                 self.item(chain, scoped=scoped)
@@ -143,6 +164,13 @@ class ReadPlan:
 
     def scoped(self, stmt: sa.Select[Any], account_id: int | None) -> sa.Select[Any]:
         return stmt.where(self.tenant_predicate(account_id))
+
+    def _row_at_version(self, scoped: bool) -> tuple[sa.ColumnElement[bool], ...]:
+        return (
+            self.pk == sa.bindparam(ROW_PK_PARAM),
+            self.table.c.version == sa.bindparam(ROW_VERSION_PARAM),
+            self.account_param() if scoped else sa.true(),
+        )
 
     def account_param(self) -> sa.ColumnElement[bool]:
         """The account predicate with the account as the bind parameter `:acct`."""

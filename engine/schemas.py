@@ -70,7 +70,12 @@ def openapi_document(rt: Runtime, actions: Sequence[Any]) -> dict[str, Any]:
     from engine.openapi import build_openapi
 
     operations = [spec for action in actions if (spec := getattr(action, "openapi", None))]
-    return build_openapi(rt.registry, actions=operations)
+    document = build_openapi(rt.registry, actions=operations)
+    if rt.settings.legacy_routes:  # deprecated routes are documented only while served
+        from engine.legacy import with_legacy_paths
+
+        document = with_legacy_paths(document, rt.registry)
+    return document
 
 
 def openapi_routes(rt: Runtime, actions: Sequence[Any]) -> list[BaseRoute]:

@@ -9,6 +9,8 @@ once and kept beside the local data (`jwt_key_path`); production refuses to star
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
+import email.utils
 import os
 import re
 import secrets
@@ -29,6 +31,8 @@ DEFAULT_UPLOAD_MAX_BYTES = 100 * 1024 * 1024
 DEFAULT_RATE_LIMIT = "600/minute"
 #: Seconds a worker told to stop may spend finishing the requests it has (SIGTERM).
 DEFAULT_SHUTDOWN_TIMEOUT = 30.0
+#: When the legacy `/crud` and `/v2/crud` routes are to be switched off (`Sunset`, RFC 8594).
+DEFAULT_LEGACY_SUNSET = "Wed, 30 Jun 2027 23:59:59 GMT"
 #: The shortest HMAC key each algorithm accepts outside the test environment (RFC 7518 3.2).
 MIN_HMAC_KEY_BYTES = {"HS256": 32, "HS384": 48, "HS512": 64}
 JWT_KEY_FILE = "jwt.key"
@@ -63,6 +67,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     database_read_url: str | None = None
     redis_url: str | None = None
     api_jwt_key: Secret | None = None
+    #: Other HMAC keys whose HS* tokens verify (never used to sign): a key rotation.
+    api_jwt_accepted_keys: tuple[Secret, ...] = ()
     jwt_algorithms: tuple[str, ...] = ("HS256",)
     jwt_issuer: str | None = None
     jwt_audience: str | None = None
@@ -76,12 +82,18 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     login_rate_limit: RateLimit = RateLimit(5, 60)
     login_address_rate_limit: RateLimit = RateLimit(30, 60)
     forwarded_allow_ips: str | None = None
+    host: str = "127.0.0.1"
+    port: int = 8000
+    workers: int = 1
+    keepalive_timeout: int = 5
     model_modules: tuple[str, ...] = ("models",)
     log_level: str = "INFO"
     log_file: str | None = None
     cors_origins: tuple[str, ...] = ()
     legacy_routes: bool = False
+    legacy_sunset: str = DEFAULT_LEGACY_SUNSET  # an IMF-fixdate, as the Sunset header sends it
     require_if_match: bool = False
+    console: bool = True
     db_pool_size: int = 10
     db_pool_timeout: float = 5.0
     db_statement_timeout_ms: int = 30_000
@@ -127,6 +139,31 @@ def parse_rate_limit(key: str, value: str) -> RateLimit:
     if not match or int(match.group(1)) < 1:
         raise SettingsError(f"{key} must read N/second, N/minute or N/hour, not {value!r}")
     return RateLimit(int(match.group(1)), _PERIODS[match.group(2)])
+
+
+def parse_http_date(key: str, value: str) -> str:
+    """An HTTP date (`Wed, 30 Jun 2027 23:59:59 GMT`) or an RFC 3339 date or datetime with an
+    offset (`2027-06-30`, `2027-06-30T23:59:59Z`), as the IMF-fixdate an HTTP header sends."""
+    text = value.strip()
+    moment: dt.datetime | None = None
+    try:
+        moment = email.utils.parsedate_to_datetime(text)
+    except (TypeError, ValueError, IndexError):
+        try:
+            moment = dt.datetime.fromisoformat(text)
+            if len(text) == 10:  # a bare date: the start of that day, UTC
+                moment = moment.replace(tzinfo=dt.UTC)
+        except ValueError:
+            moment = None
+    try:
+        if moment is not None and moment.tzinfo is not None:
+            return email.utils.format_datetime(moment.astimezone(dt.UTC), usegmt=True)
+    except (OverflowError, ValueError):
+        pass
+    raise SettingsError(
+        f"{key} must be an HTTP date (Wed, 30 Jun 2027 23:59:59 GMT) or an RFC 3339 date,"
+        f" not {value!r}"
+    )
 
 
 def _int(key: str, value: str, minimum: int = 0) -> int:
@@ -185,6 +222,10 @@ def load_settings(
         kwargs[name] = get(key) or None
     if get("AE_API_JWT_KEY"):
         kwargs["api_jwt_key"] = Secret(get("AE_API_JWT_KEY", ""))
+    if get("AE_API_JWT_ACCEPTED_KEYS"):
+        kwargs["api_jwt_accepted_keys"] = tuple(
+            Secret(k) for k in _list(get("AE_API_JWT_ACCEPTED_KEYS", ""))
+        )
     if get("AE_JWT_ALGORITHMS"):
         kwargs["jwt_algorithms"] = _list(get("AE_JWT_ALGORITHMS", ""))
     for key, name, minimum in (
@@ -193,6 +234,9 @@ def load_settings(
         ("AE_MAX_PAGE_SIZE", "max_page_size", 1),
         ("AE_DB_POOL_SIZE", "db_pool_size", 1),
         ("AE_DB_STATEMENT_TIMEOUT_MS", "db_statement_timeout_ms", 0),
+        ("AE_PORT", "port", 1),
+        ("AE_WORKERS", "workers", 1),
+        ("AE_KEEPALIVE_TIMEOUT", "keepalive_timeout", 1),
     ):
         if get(key):
             kwargs[name] = _int(key, get(key, ""), minimum)
@@ -222,6 +266,10 @@ def load_settings(
         if get(key):
             kwargs[name] = parse_rate_limit(key, get(key, ""))
     kwargs["forwarded_allow_ips"] = (get("AE_FORWARDED_ALLOW_IPS") or "").strip() or None
+    if (get("AE_HOST") or "").strip():
+        kwargs["host"] = get("AE_HOST", "").strip()
+    if get("AE_PORT") and _int("AE_PORT", get("AE_PORT", ""), 1) > 65535:
+        raise SettingsError("AE_PORT must be at most 65535")
     if get("AE_MODEL_MODULES"):
         kwargs["model_modules"] = _list(get("AE_MODEL_MODULES", ""))
     if get("AE_LOG_LEVEL"):
@@ -234,9 +282,12 @@ def load_settings(
     for key, name in (
         ("AE_LEGACY_ROUTES", "legacy_routes"),
         ("AE_REQUIRE_IF_MATCH", "require_if_match"),
+        ("AE_CONSOLE", "console"),
     ):
         if get(key):
             kwargs[name] = parse_bool(key, get(key, ""))
+    if get("AE_LEGACY_SUNSET"):
+        kwargs["legacy_sunset"] = parse_http_date("AE_LEGACY_SUNSET", get("AE_LEGACY_SUNSET", ""))
     settings = Settings(**kwargs)  # type: ignore[arg-type]  # keys checked above
     check_jwt_key(settings)
     return resolve_jwt_key(settings)
@@ -255,13 +306,18 @@ def check_jwt_key(settings: Settings) -> None:
         return
     if settings.env == "test":
         return
-    size = len(key.encode())
-    for name in settings.jwt_algorithms or ("HS256",):
-        needed = MIN_HMAC_KEY_BYTES.get(name, MIN_HMAC_KEY_BYTES["HS256"])
-        if size < needed:
-            raise SettingsError(
-                f"AE_API_JWT_KEY must be at least {needed} bytes for {name} (it has {size})"
-            )
+    named = [
+        ("AE_API_JWT_KEY", key),
+        *(("AE_API_JWT_ACCEPTED_KEYS", k) for k in settings.api_jwt_accepted_keys),
+    ]
+    for variable, value in named:
+        size = len(value.encode())
+        for name in settings.jwt_algorithms or ("HS256",):
+            needed = MIN_HMAC_KEY_BYTES.get(name, MIN_HMAC_KEY_BYTES["HS256"])
+            if size < needed:
+                raise SettingsError(
+                    f"{variable} must be at least {needed} bytes for {name} (it has {size})"
+                )
 
 
 def jwt_key_path(settings: Settings) -> Path:

@@ -19,7 +19,7 @@ import msgspec
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 from joserfc import jwt as jose_jwt
-from joserfc.errors import UnsupportedAlgorithmError
+from joserfc.errors import BadSignatureError, UnsupportedAlgorithmError
 from joserfc.jwa import JWSAlgModel
 from joserfc.jwk import ECKey, Key, KeySet, OctKey, OKPKey, RSAKey
 from joserfc.jws import JWSRegistry
@@ -94,8 +94,9 @@ class JwtVerifier:
     """Verifies (and, with an HMAC key, issues) access tokens.
 
     `keys` maps a `kid` to a public key; a token naming a `kid` must name one of them, and a
-    token without one is accepted only when its family has a single key. HS* tokens are
-    checked against `hmac_key` alone and must carry no `kid`.
+    token without one is accepted only when its family has a single key. HS* tokens must
+    carry no `kid`; they are checked against `hmac_key`, then (a rotation in progress)
+    against each of `accepted_hmac_keys`. Tokens are signed with `hmac_key` only.
     """
 
     def __init__(
@@ -103,6 +104,7 @@ class JwtVerifier:
         *,
         algorithms: Collection[str],
         hmac_key: OctKey | None = None,
+        accepted_hmac_keys: Collection[OctKey] = (),
         keys: Mapping[str, Key] | None = None,
         issuer: str | None = None,
         audience: str | None = None,
@@ -113,6 +115,7 @@ class JwtVerifier:
             if name not in KEY_TYPES:
                 raise SettingsError(f"AE_JWT_ALGORITHMS: unsupported algorithm {name!r}")
         self._hmac_key = hmac_key
+        self._accepted_hmac_keys = tuple(accepted_hmac_keys) if hmac_key is not None else ()
         self._keys = dict(keys or {})
         for kid, key in self._keys.items():
             if key.key_type == "oct" or key.is_private:
@@ -139,6 +142,14 @@ class JwtVerifier:
             except ValueError:
                 # joserfc refuses PEM/ssh-looking secrets: a public key is no HMAC key.
                 raise SettingsError("AE_API_JWT_KEY must be a secret, not a public key") from None
+        accepted = []
+        for other in settings.api_jwt_accepted_keys:
+            try:
+                accepted.append(OctKey.import_key(other.encode()))
+            except ValueError:
+                raise SettingsError(
+                    "AE_API_JWT_ACCEPTED_KEYS must hold secrets, not public keys"
+                ) from None
         keys: dict[str, Key] = {}
         if settings.jwt_public_key_file:
             key = load_pem_file(settings.jwt_public_key_file)
@@ -158,6 +169,7 @@ class JwtVerifier:
         return cls(
             algorithms=algorithms,
             hmac_key=hmac_key,
+            accepted_hmac_keys=accepted,
             keys=keys,
             issuer=settings.jwt_issuer,
             audience=settings.jwt_audience,
@@ -215,8 +227,22 @@ class JwtVerifier:
         if not isinstance(alg, str) or alg not in self.algorithms:
             raise _reject()
         key = self._select_key(alg, header.get("kid"))
-        decoded = jose_jwt.decode(token, key, [alg], self._registry)
+        try:
+            decoded = jose_jwt.decode(token, key, [alg], self._registry)
+        except BadSignatureError:
+            if KEY_TYPES[alg] != "oct":
+                raise
+            decoded = self._decode_with_accepted_key(token, alg)
         return self._check_claims(decoded.claims, now)
+
+    def _decode_with_accepted_key(self, token: str, alg: str) -> jose_jwt.Token:
+        """A token signed with a key being rotated in or out (`AE_API_JWT_ACCEPTED_KEYS`)."""
+        for key in self._accepted_hmac_keys:
+            try:
+                return jose_jwt.decode(token, key, [alg], self._registry)
+            except BadSignatureError:
+                continue
+        raise _reject()
 
     def _select_key(self, alg: str, kid: object) -> Key:
         kty = KEY_TYPES[alg]

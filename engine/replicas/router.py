@@ -132,18 +132,23 @@ async def read_for(
 
 
 async def direct_rows(
-    rt: Runtime, principal: Principal, stmt: sa.Select[Any], params: Mapping[str, Any]
+    rt: Runtime,
+    principal: Principal,
+    stmt: sa.Select[Any],
+    params: Mapping[str, Any],
+    *,
+    prebuilt: bool = True,
 ) -> list[tuple[Any, ...]] | None:
     """`DirectReader.rows` of a read-only request on the engine `read_for` would use; None
     (run it the usual way, through `read_for`) whenever the shortcut cannot answer."""
     router = rt.reads
     if router is None:
-        return await rt.direct.rows(stmt, params)
+        return await rt.direct.rows(stmt, params, prebuilt=prebuilt)
     engine = await router.engine_for(principal.log_name)
     if engine is router.primary:
-        return await rt.direct.rows(stmt, params)
+        return await rt.direct.rows(stmt, params, prebuilt=prebuilt)
     try:
-        return await router.direct.rows(stmt, params)
+        return await router.direct.rows(stmt, params, prebuilt=prebuilt)
     except ServiceUnavailableError as exc:
         router.replica_failed(exc)
     return None

@@ -143,3 +143,20 @@ def test_every_ancestor_chain_has_an_item_statement(api: Api) -> None:
     for obj in rt.registry:
         for chain in ancestor_chains(obj, rt.registry):
             assert rt.plans[obj.name].item(chain) is rt.plans[obj.name].item(chain)
+
+
+async def test_searches_of_one_shape_take_their_own_values(api: Api) -> None:
+    """Filtered searches are known by shape: the second search of a shape must bind its own
+    values, not the first one's."""
+    h = api.a.headers()
+    for name, capacity in (("Small", 10), ("Large", 500)):
+        body = {**EVENT, "name": name, "capacity": capacity}
+        assert (await api.client.post("/v3/crud/event", json=body, headers=h)).status_code == 201
+    rt = api.runtime
+    before = len(rt.direct._shapes)
+    for bound, expected in ((100, {"Small"}), (1000, {"Small", "Large"}), (5, set())):
+        query = {"filter": {"capacity": {"_lt": bound}, "name": {"_neq": "Direct"}}}
+        r = await api.client.post("/v3/crud/event/search", json=query, headers=h)
+        assert r.status_code == 200, r.text
+        assert {e["name"] for e in r.json()["data"]} == expected, bound
+    assert len(rt.direct._shapes) == before + 1

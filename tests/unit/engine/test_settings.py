@@ -154,3 +154,37 @@ def test_a_replica_of_another_kind_of_database_is_refused(tmp_path: Path) -> Non
     )
     with pytest.raises(SettingsError, match="AE_DATABASE_READ_URL"):
         build_runtime(settings)
+
+
+def test_serve_listens_where_the_environment_says_and_flags_win(tmp_path: Path) -> None:
+    from engine.cli import build_parser, uvicorn_options
+
+    defaults = uvicorn_options(
+        load_settings(env_for(tmp_path), dotenv=None), build_parser().parse_args(["serve"])
+    )
+    assert (defaults["host"], defaults["port"], defaults["workers"]) == ("127.0.0.1", 8000, 1)
+    assert defaults["timeout_keep_alive"] == 5
+    image = load_settings(
+        env_for(
+            tmp_path, AE_HOST="0.0.0.0", AE_PORT="8080", AE_WORKERS="2", AE_KEEPALIVE_TIMEOUT="75"
+        ),
+        dotenv=None,
+    )
+    from_env = uvicorn_options(image, build_parser().parse_args(["serve"]))
+    assert (from_env["host"], from_env["port"], from_env["workers"]) == ("0.0.0.0", 8080, 2)
+    assert from_env["timeout_keep_alive"] == 75
+    flags = build_parser().parse_args(["serve", "--host", "::1", "--port", "9", "--workers", "3"])
+    assert (uvicorn_options(image, flags)["host"], uvicorn_options(image, flags)["port"]) == (
+        "::1",
+        9,
+    )
+    assert uvicorn_options(image, flags)["workers"] == 3
+    for key, value in (
+        ("AE_PORT", "0"),
+        ("AE_PORT", "70000"),
+        ("AE_WORKERS", "0"),
+        ("AE_WORKERS", "two"),
+        ("AE_KEEPALIVE_TIMEOUT", "0"),
+    ):
+        with pytest.raises(SettingsError, match=key):
+            load_settings(env_for(tmp_path, **{key: value}), dotenv=None)

@@ -344,3 +344,37 @@ def test_arbitrary_input_only_ever_raises_unauthorized(token: str) -> None:
     verifier = JwtVerifier(algorithms=("HS256",), hmac_key=OctKey.import_key(SECRET.encode()))
     with pytest.raises(UnauthorizedError):
         verifier.verify(token)
+
+
+def test_an_accepted_hmac_key_verifies_its_tokens_and_signs_none(tmp_path: Path) -> None:
+    old, new, stranger = SECRET, "a-new-hmac-secret-that-is-long-enough-9876543210", "x" * 48
+    base = {"AE_ENV": "production", "AE_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'a.db'}"}
+    from engine.settings import load_settings
+
+    before = JwtVerifier.from_settings(load_settings({**base, "AE_API_JWT_KEY": old}, dotenv=None))
+    during = JwtVerifier.from_settings(
+        load_settings(
+            {**base, "AE_API_JWT_KEY": new, "AE_API_JWT_ACCEPTED_KEYS": f"{stranger}, {old}"},
+            dotenv=None,
+        )
+    )
+    step_one = JwtVerifier.from_settings(
+        load_settings({**base, "AE_API_JWT_KEY": old, "AE_API_JWT_ACCEPTED_KEYS": new}, dotenv=None)
+    )
+    after = JwtVerifier.from_settings(load_settings({**base, "AE_API_JWT_KEY": new}, dotenv=None))
+    issued_before = before.issue(sub="usr_1", acct="acc_1", role="viewer", ttl_seconds=900)
+    issued_during = during.issue(sub="usr_1", acct="acc_1", role="viewer", ttl_seconds=900)
+    assert during.verify(issued_before).sub == "usr_1"  # nobody is logged out by the switch
+    assert after.verify(issued_during).sub == "usr_1"  # new tokens use the new key only
+    assert step_one.verify(issued_during).sub == "usr_1"  # a pod not yet switched accepts it
+    assert before.verify(step_one.issue(sub="u", acct="a", role="viewer", ttl_seconds=60))
+    with pytest.raises(UnauthorizedError):
+        after.verify(issued_before)  # once the old key is dropped, its tokens end
+    with pytest.raises(UnauthorizedError):
+        during.verify(forge({"alg": "HS256"}, claims(), b"z" * 48))  # no other key works
+    with pytest.raises(UnauthorizedError):  # an expired token stays expired under any key
+        during.verify(forge({"alg": "HS256"}, claims(exp=NOW), old.encode()), now=NOW + 120)
+    with pytest.raises(SettingsError, match="AE_API_JWT_ACCEPTED_KEYS must be at least 32"):
+        load_settings(
+            {**base, "AE_API_JWT_KEY": new, "AE_API_JWT_ACCEPTED_KEYS": "short"}, dotenv=None
+        )

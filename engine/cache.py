@@ -8,6 +8,7 @@ generation number so entries written before the outage are no longer read (RELIA
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import time
@@ -15,10 +16,10 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import Protocol, TypeVar
 
-import redis.asyncio as redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
+from engine.redis_client import RedisClient, connect_url
 from engine.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -30,6 +31,14 @@ DEFAULT_SOCKET_TIMEOUT = 0.3
 DEFAULT_OPERATION_TIMEOUT = 0.5
 DEFAULT_COOLDOWN_SECONDS = 5.0
 DEFAULT_NAMESPACE = "ae:"
+WARM_SECONDS = 5.0  # the first contact at start-up (a cluster client maps its slots then)
+
+# The first increment sets the expiry, atomically with it (one key: cluster-safe).
+_INCR_SCRIPT = """
+local count = redis.call('INCR', KEYS[1])
+if count == 1 then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
+return count
+"""
 
 
 class CacheBackend(Protocol):
@@ -152,8 +161,13 @@ class RedisCache:
     about `operation_timeout`. After a failure the breaker stays open `cooldown_seconds`
     (one warning per outage); then a single probe tries Redis again.
 
+    The client comes from `engine.redis_client` (one server, Sentinel or Cluster); every
+    command touches one key, so the namespace must hold no hash tag (no braces) and keys
+    spread over a cluster's slots.
+
     Values carry the generation they were written under (`b"<gen>:<value>"`) and are read
-    with `MGET generation key` in one round trip. A process that saw an outage increments
+    with `GET generation` and `GET key` in one pipelined round trip (one per node in a
+    cluster, sent together). A process that saw an outage increments
     the generation when Redis answers again, so every process stops reading entries that
     invalidations made during the outage (which went to memory) could not reach. Counters
     are not generation-tagged: a rate-limit window survives a blip.
@@ -163,6 +177,7 @@ class RedisCache:
         self,
         url: str,
         *,
+        cluster: bool = False,
         socket_timeout: float = DEFAULT_SOCKET_TIMEOUT,
         operation_timeout: float = DEFAULT_OPERATION_TIMEOUT,
         cooldown_seconds: float = DEFAULT_COOLDOWN_SECONDS,
@@ -170,12 +185,14 @@ class RedisCache:
         fallback: MemoryCache | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self._client: redis.Redis = redis.from_url(
+        if "{" in namespace or "}" in namespace:
+            raise ValueError("a cache namespace holds no braces (they would pin it to one slot)")
+        self._client: RedisClient = connect_url(
             url,
+            cluster=cluster,
             socket_timeout=socket_timeout,
             socket_connect_timeout=socket_timeout,
             retry=Retry(NoBackoff(), 0),  # the breaker decides; a retry would double the wait
-            retry_on_timeout=False,
         )
         self.operation_timeout = operation_timeout
         self.cooldown_seconds = cooldown_seconds
@@ -185,6 +202,7 @@ class RedisCache:
         self._clock = clock
         self._generation = 0
         self._generation_known = False
+        self._first_lock = asyncio.Lock()
         self._open_until = 0.0
         self._degraded = False
         self._probing = False
@@ -207,7 +225,7 @@ class RedisCache:
             if probing:
                 await asyncio.wait_for(self._recover(), self.operation_timeout)
             elif not self._generation_known:
-                await asyncio.wait_for(self._load_generation(), self.operation_timeout)
+                await asyncio.wait_for(self._first_contact(), self.operation_timeout)
             result = await asyncio.wait_for(operation(), self.operation_timeout)
         except Exception as exc:  # a cache failure must never become a failed request
             self._trip(exc)
@@ -229,6 +247,20 @@ class RedisCache:
         else:
             logger.debug("redis still unavailable (%s)", type(exc).__name__)
 
+    async def warm(self) -> None:
+        """Make the first contact now, with more time than a request would get (a cluster
+        client maps its slots then). A failure is left for the first request to meet."""
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self._first_contact(), WARM_SECONDS)
+
+    async def _first_contact(self) -> None:
+        """Load the generation once, however many requests arrive together: a cluster
+        client maps the slots on its first command, and concurrent first commands would
+        each remap them, closing the connections the others are using."""
+        async with self._first_lock:
+            if not self._generation_known:
+                await self._load_generation()
+
     async def _load_generation(self) -> None:
         self._generation = int(await self._client.get(self._generation_key) or 0)
         self._generation_known = True
@@ -242,7 +274,10 @@ class RedisCache:
         logger.warning("redis reachable again; cache generation is now %d", generation)
 
     async def _get(self, key: str) -> bytes | None:
-        current, stored = await self._client.mget(self._generation_key, self._prefix + key)
+        async with self._client.pipeline(transaction=False) as pipe:
+            pipe.get(self._generation_key)
+            pipe.get(self._prefix + key)
+            current, stored = await pipe.execute()
         self._generation = int(current or 0)
         if stored is None:
             return None
@@ -277,11 +312,7 @@ class RedisCache:
         seconds = max(1, math.ceil(ttl_seconds))
 
         async def operation() -> int:
-            # SET NX EX then INCR in one MULTI: the expiry is set once, by the first hit.
-            async with self._client.pipeline(transaction=True) as pipe:
-                pipe.set(self._prefix + key, 0, ex=seconds, nx=True)
-                pipe.incr(self._prefix + key)
-                _, count = await pipe.execute()
+            count = await self._client.eval(_INCR_SCRIPT, 1, self._prefix + key, seconds)
             return int(count)
 
         return await self._call(operation, lambda: self.fallback.incr(key, seconds))
@@ -313,5 +344,5 @@ class RedisCache:
 def create_cache(settings: Settings) -> CacheBackend:
     """Redis when `AE_REDIS_URL` is set, else a per-process memory cache."""
     if settings.redis_url:
-        return RedisCache(settings.redis_url)
+        return RedisCache(settings.redis_url, cluster=settings.redis_cluster)
     return MemoryCache()

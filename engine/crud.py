@@ -251,7 +251,7 @@ _ITEM_PARAMS = frozenset({"fields", "include"})
 
 async def _read_item_direct(
     rt: Runtime, principal: Principal, path: CrudPath
-) -> tuple[dict[str, Any], int] | None:
+) -> tuple[msgspec.Struct | dict[str, Any], int] | None:
     """The whole object and its version by the prebuilt statement on the driver connection
     (`DirectReader`), or None: read it the usual way (a system key, which needs its account
     looked up; a miss under ancestors, which must say whether the parent exists; anything the
@@ -269,7 +269,7 @@ async def _read_item_direct(
     if not rows:
         raise NotFoundError(f"No {obj.name} with that id")
     row = rows[0]
-    item = plan.public(row, plan.names, principal.account_public_id)
+    item = plan.record(row, plan.names, principal.account_public_id)
     return item, int(row[len(plan.names) + 1])
 
 

@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from engine.blob_binding import bind_blob_store
-from engine.blobs import FileSystemBlobStore
+from engine.blobs import BlobStore, create_blob_store
 from engine.db import create_engine
 from engine.provisioning import find_account, insert_account, insert_api_key
 from engine.settings import Settings
@@ -46,8 +46,8 @@ async def load_demo(settings: Settings) -> tuple[str, bool]:
     tables = dict(Base.metadata.tables)
     key_file = Path(settings.blob_dir).resolve().parent / DEMO_KEY_FILE  # noqa: ASYNC240  # CLI, once
     engine = create_engine(settings)
+    store = create_blob_store(settings)
     try:
-        store = FileSystemBlobStore(Path(settings.blob_dir))
         await bind_blob_store(engine, tables["system_setting"], store)  # before any blob
         async with engine.begin() as conn:
             found = await find_account(conn, tables, DEMO_SLUG)
@@ -68,18 +68,18 @@ async def load_demo(settings: Settings) -> tuple[str, bool]:
                     owner_email="owner@demo.example",
                     owner_password="demo-password-123",
                 )
-                await _demo_data(conn, settings, account.pk)
+                await _demo_data(conn, store, account.pk)
                 key, created = account.api_key, True
     finally:
         await engine.dispose()
+        await store.close()
     key_file.parent.mkdir(parents=True, exist_ok=True)
     key_file.write_text(key + "\n")
     key_file.chmod(0o600)
     return key, created
 
 
-async def _demo_data(conn: AsyncConnection, settings: Settings, account: int) -> None:
-    store = FileSystemBlobStore(Path(settings.blob_dir))
+async def _demo_data(conn: AsyncConnection, store: BlobStore, account: int) -> None:
     start = dt.datetime(2027, 3, 14, 9, 0, tzinfo=dt.UTC)
     files = []
     for name, data, mime in (

@@ -6,13 +6,11 @@ The collection runs only against the database the blob store is bound to (see
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import sqlalchemy as sa
 
 from engine.blob_binding import bind_blob_store
 from engine.blob_gc import GcReport, collect_garbage
-from engine.blobs import FileSystemBlobStore
+from engine.blobs import create_blob_store
 from engine.db import create_engine
 from engine.settings import Settings
 
@@ -33,12 +31,18 @@ async def gc_blobs(
     from models.base import Base
 
     file = Base.metadata.tables["file"]
-    store = FileSystemBlobStore(Path(settings.blob_dir))
-    engine = create_engine(settings)
+    store = create_blob_store(settings)
     try:
-        await bind_blob_store(engine, Base.metadata.tables["system_setting"], store)
-        async with engine.connect() as conn:
-            referenced = set((await conn.execute(sa.select(file.c.sha256).distinct())).scalars())
+        engine = create_engine(settings)
+        try:
+            await bind_blob_store(engine, Base.metadata.tables["system_setting"], store)
+            async with engine.connect() as conn:
+                query = sa.select(file.c.sha256).distinct()
+                referenced = set((await conn.execute(query)).scalars())
+        finally:
+            await engine.dispose()
+        return await collect_garbage(
+            store, referenced, grace_seconds=grace_seconds, dry_run=dry_run
+        )
     finally:
-        await engine.dispose()
-    return await collect_garbage(store, referenced, grace_seconds=grace_seconds, dry_run=dry_run)
+        await store.close()

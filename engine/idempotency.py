@@ -23,6 +23,7 @@ from engine.blobs import BlobWriter, StoredBlob
 from engine.cache import CacheBackend
 from engine.errors import BadRequestError, ConflictError, ValidationError
 from engine.principal import Principal
+from engine.redis_client import hash_tag
 from engine.uploads import UploadResult
 
 HEADER = "idempotency-key"
@@ -101,8 +102,9 @@ class Idempotency:
         scope = f"{principal.kind}:{principal.subject}:{principal.account_id}:{route}:{key}"
         digest = hashlib.sha256(scope.encode()).hexdigest()
         self.cache = cache
-        self.record_key = f"idem:r:{digest}"
-        self.claim_key = f"idem:c:{digest}"
+        # One hash tag for both: in a Redis Cluster the claim and the record share a node.
+        self.record_key = f"idem:{hash_tag(digest)}:r"
+        self.claim_key = f"idem:{hash_tag(digest)}:c"
         self.claimed = False
 
     @classmethod

@@ -139,7 +139,9 @@ async def execute_search(
             params.update((f"k{i}", v) for i, v in enumerate(after) if v is not None)
         return params
 
-    def envelope_of(rows: Sequence[Sequence[Any]], account_id: int | None) -> dict[str, Any]:
+    def envelope_of(
+        rows: Sequence[Sequence[Any]], account_id: int | None, *, records: bool = False
+    ) -> dict[str, Any]:
         has_more = len(rows) > spec.limit
         rows = rows[: spec.limit]
         next_cursor = None
@@ -149,8 +151,9 @@ async def execute_search(
                 [last[i] for i in positions], sort_signature=spec.signature, key=rt.cursor_key
             )
         owner = account_public_id(principal, path) if account_id is not None else None
-        items = [plan.public(row, names, owner) for row in rows]
-        return {"data": items, "next": next_cursor}
+        if records:  # only encoded: Structs (see ReadPlan.record)
+            return {"data": [plan.record(row, names, owner) for row in rows], "next": next_cursor}
+        return {"data": [plan.public(row, names, owner) for row in rows], "next": next_cursor}
 
     async def work(conn: AsyncConnection) -> dict[str, Any]:
         account_id = await scope_account(conn, rt, principal, path)
@@ -178,9 +181,8 @@ async def execute_search(
         prebuilt = spec.filter == MATCH_ALL  # else built for this request (see page_statement)
         rows = await direct_rows(rt, principal, stmt, page_params(account_id), prebuilt=prebuilt)
         if rows is not None and (rows or not path.ancestors):
-            envelope = envelope_of(rows, account_id)
-            envelope["data"] = only_asked(envelope["data"], spec.fields, spec.include)
-            return json_response(envelope)
+            # Without includes the selected names are exactly those asked for: nothing to cut.
+            return json_response(envelope_of(rows, account_id, records=True))
     return json_response(await read_for(rt, principal, work, obj))
 
 

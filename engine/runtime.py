@@ -7,7 +7,6 @@ handlers through `request.app.state.runtime`; nothing here is a module-level glo
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -19,8 +18,8 @@ from starlette.requests import HTTPConnection
 
 from engine.auth.jwt import JwtVerifier
 from engine.auth.principal_cache import PrincipalCache
-from engine.blobs import BlobStore, FileSystemBlobStore
-from engine.cache import CacheBackend, create_cache
+from engine.blobs import BlobStore, create_blob_store
+from engine.cache import CacheBackend, RedisCache, create_cache
 from engine.db import create_engine, dialect_name
 from engine.direct import DirectReader
 from engine.ids import IdCache
@@ -67,6 +66,8 @@ class Runtime:
         return (self.engine, self.reader, *replica)
 
     async def start(self) -> None:
+        if isinstance(self.cache, RedisCache):
+            await self.cache.warm()
         await self.principals.start()
         await self.ids.start()
 
@@ -74,6 +75,7 @@ class Runtime:
         await self.principals.close()
         await self.ids.close()
         await self.cache.close()
+        await self.blobs.close()
         await self.engine.dispose()
         await self.reader.dispose()
         if self.reads is not None:
@@ -110,7 +112,7 @@ def build_runtime(
         engine=engine or create_engine(settings),
         reader=reader,
         cache=cache,
-        blobs=FileSystemBlobStore(Path(settings.blob_dir)),
+        blobs=create_blob_store(settings),
         jwt=JwtVerifier.from_settings(settings),
         rate_limiter=RateLimiter(
             cache, settings.rate_limit.limit, settings.rate_limit.period_seconds
@@ -118,8 +120,10 @@ def build_runtime(
         login_limiter=LoginLimiter.from_settings(cache, settings),
         dialect=dialect_name(settings.database_url),
         cursor_key=cursor_key(settings),
-        principals=PrincipalCache(settings.auth_cache_seconds, settings.redis_url),
-        ids=IdCache(cache, settings.redis_url),
+        principals=PrincipalCache(
+            settings.auth_cache_seconds, settings.redis_url, cluster=settings.redis_cluster
+        ),
+        ids=IdCache(cache, settings.redis_url, cluster=settings.redis_cluster),
         reads=read_router(settings, reader, cache, replica),
     )
 

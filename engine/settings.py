@@ -66,6 +66,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     database_url: str = DEFAULT_DATABASE_URL
     database_read_url: str | None = None
     redis_url: str | None = None
+    redis_cluster: bool = False
     api_jwt_key: Secret | None = None
     #: Other HMAC keys whose HS* tokens verify (never used to sign): a key rotation.
     api_jwt_accepted_keys: tuple[Secret, ...] = ()
@@ -76,6 +77,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     jwt_jwks_file: str | None = None
     access_token_ttl: int = 900
     blob_dir: str = "./var/blobs"
+    blob_url: str | None = None
+    s3_endpoint_url: str | None = None
+    s3_region: str | None = None
+    s3_access_key_id: str | None = None
+    s3_secret_access_key: Secret | None = None
     upload_max_bytes: int = DEFAULT_UPLOAD_MAX_BYTES
     max_page_size: int = DEFAULT_MAX_PAGE_SIZE
     rate_limit: RateLimit = RateLimit(600, 60)
@@ -218,8 +224,14 @@ def load_settings(
         ("AE_JWT_PUBLIC_KEY_FILE", "jwt_public_key_file"),
         ("AE_JWT_JWKS_FILE", "jwt_jwks_file"),
         ("AE_LOG_FILE", "log_file"),
+        ("AE_BLOB_URL", "blob_url"),
+        ("AE_S3_ENDPOINT_URL", "s3_endpoint_url"),
+        ("AE_S3_REGION", "s3_region"),
+        ("AE_S3_ACCESS_KEY_ID", "s3_access_key_id"),
     ):
         kwargs[name] = get(key) or None
+    if get("AE_S3_SECRET_ACCESS_KEY"):
+        kwargs["s3_secret_access_key"] = Secret(get("AE_S3_SECRET_ACCESS_KEY", ""))
     if get("AE_API_JWT_KEY"):
         kwargs["api_jwt_key"] = Secret(get("AE_API_JWT_KEY", ""))
     if get("AE_API_JWT_ACCEPTED_KEYS"):
@@ -282,6 +294,7 @@ def load_settings(
     for key, name in (
         ("AE_LEGACY_ROUTES", "legacy_routes"),
         ("AE_REQUIRE_IF_MATCH", "require_if_match"),
+        ("AE_REDIS_CLUSTER", "redis_cluster"),
         ("AE_CONSOLE", "console"),
     ):
         if get(key):
@@ -289,8 +302,39 @@ def load_settings(
     if get("AE_LEGACY_SUNSET"):
         kwargs["legacy_sunset"] = parse_http_date("AE_LEGACY_SUNSET", get("AE_LEGACY_SUNSET", ""))
     settings = Settings(**kwargs)  # type: ignore[arg-type]  # keys checked above
+    check_redis_url(settings)
+    check_blob_url(settings)
     check_jwt_key(settings)
     return resolve_jwt_key(settings)
+
+
+def check_redis_url(settings: Settings) -> None:
+    """Refuse an `AE_REDIS_URL` that names no deployment (with `AE_REDIS_CLUSTER`)."""
+    if not settings.redis_url:
+        if settings.redis_cluster:
+            raise SettingsError("AE_REDIS_CLUSTER=true needs AE_REDIS_URL (any cluster node)")
+        return
+    from engine.redis_client import check_url
+
+    try:
+        check_url(settings.redis_url, cluster=settings.redis_cluster)
+    except ValueError as exc:
+        raise SettingsError(f"AE_REDIS_URL: {exc}") from None
+
+
+def check_blob_url(settings: Settings) -> None:
+    """Refuse an `AE_BLOB_URL` other than `s3://bucket[/prefix]`, and half a key pair."""
+    if settings.blob_url:
+        from engine.blobs.s3 import MAX_S3_BLOB_BYTES, parse_s3_url
+
+        try:
+            parse_s3_url(settings.blob_url)
+        except ValueError as exc:
+            raise SettingsError(f"AE_BLOB_URL: {exc}") from None
+        if settings.upload_max_bytes > MAX_S3_BLOB_BYTES:
+            raise SettingsError("AE_UPLOAD_MAX_BYTES is at most 5 GiB with an S3 blob store")
+    if bool(settings.s3_access_key_id) != bool(settings.s3_secret_access_key):
+        raise SettingsError("AE_S3_ACCESS_KEY_ID and AE_S3_SECRET_ACCESS_KEY go together")
 
 
 def check_jwt_key(settings: Settings) -> None:

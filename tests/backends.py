@@ -99,24 +99,25 @@ def _connect_args(backend: str) -> dict[str, object]:
     return {"connect_timeout": 5} if backend == "mariadb" else {"timeout": 5}
 
 
-async def check_redis(url: str) -> None:
-    import redis.asyncio as redis
+async def check_redis(url: str, *, cluster: bool = False) -> None:
+    from engine.redis_client import connect_url
 
-    client = redis.from_url(url, socket_connect_timeout=2, socket_timeout=2)
+    client = connect_url(url, cluster=cluster, socket_connect_timeout=2, socket_timeout=2)
     try:
         await asyncio.wait_for(client.ping(), 3)
     finally:
         await client.aclose()
 
 
-async def drop_redis_namespace(url: str, namespace: str) -> None:
-    """Delete every key under `namespace` (a test's own prefix) from the Redis at `url`."""
-    import redis.asyncio as redis
+async def drop_redis_namespace(url: str, namespace: str, *, cluster: bool = False) -> None:
+    """Delete every key under `namespace` (a test's own prefix) from the Redis at `url`
+    (every node of a cluster; one key per command, as keys of a cluster span slots)."""
+    from engine.redis_client import connect_url
 
-    client = redis.from_url(url)
+    client = connect_url(url, cluster=cluster)
     try:
         keys = [key async for key in client.scan_iter(match=namespace + "*")]
-        if keys:
-            await client.delete(*keys)
+        for key in keys:
+            await client.delete(key)
     finally:
         await client.aclose()

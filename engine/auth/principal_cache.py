@@ -5,6 +5,11 @@ once and kept in this process for `ttl` seconds (`AE_AUTH_CACHE_SECONDS`, 5 by d
 Any change to a key, a user or an account clears the cache at once in the worker that made
 it and, through a Redis pub/sub message, in every other worker within a second. Without
 Redis (or while it is down) another worker sees a change within `ttl` at the latest.
+
+The connections come from `engine.redis_client`: with a Redis Cluster the message is a
+plain `PUBLISH` (every node relays it to its subscribers), and each worker listens on one
+node picked at random, moving to another when that one goes away; behind Sentinel, on the
+current master.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
-import redis.asyncio as redis
+from engine.redis_client import RedisClient, connect_url, subscriber
 
 logger = logging.getLogger(__name__)
 
@@ -25,6 +30,7 @@ CHANNEL = "ae:auth:invalidate"
 MAX_ENTRIES = 10_000
 RECONNECT_SECONDS = 1.0
 PUBLISH_TIMEOUT = 0.5
+WARM_TIMEOUT = 5.0
 
 
 class PrincipalCache:
@@ -35,16 +41,18 @@ class PrincipalCache:
         ttl: float,
         redis_url: str | None = None,
         *,
+        cluster: bool = False,
         max_entries: int = MAX_ENTRIES,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.ttl = ttl
         self.redis_url = redis_url
+        self.cluster = cluster
         self.max_entries = max_entries
         self._clock = clock
         self._entries: OrderedDict[str, tuple[Any, float]] = OrderedDict()
         self._listener: asyncio.Task[None] | None = None
-        self._publisher: redis.Redis | None = None
+        self._publisher: RedisClient | None = None
         self.listening = asyncio.Event()
 
     def get(self, key: str) -> Any:
@@ -83,18 +91,25 @@ class PrincipalCache:
         """Listen for invalidations from other workers (when Redis is configured)."""
         if not self.redis_url or self._listener is not None:
             return
-        self._publisher = redis.from_url(
-            self.redis_url, socket_connect_timeout=PUBLISH_TIMEOUT, socket_timeout=PUBLISH_TIMEOUT
+        self._publisher = connect_url(
+            self.redis_url,
+            cluster=self.cluster,
+            socket_connect_timeout=PUBLISH_TIMEOUT,
+            socket_timeout=PUBLISH_TIMEOUT,
         )
         self._listener = asyncio.create_task(self._listen(), name="aether-auth-invalidations")
 
     async def _listen(self) -> None:
         assert self.redis_url is not None
         while True:
-            client = redis.from_url(self.redis_url, socket_connect_timeout=PUBLISH_TIMEOUT)
+            client = None
             try:
+                client = await subscriber(
+                    self.redis_url, cluster=self.cluster, socket_connect_timeout=PUBLISH_TIMEOUT
+                )
                 async with client.pubsub() as pubsub:
                     await pubsub.subscribe(CHANNEL)
+                    await self._warm_publisher()
                     # Whatever changed while we were not listening is unknown: start afresh.
                     self.clear()
                     self.listening.set()
@@ -108,9 +123,17 @@ class PrincipalCache:
                 self.clear()
                 logger.warning("auth cache invalidations unavailable: %s", type(exc).__name__)
             finally:
-                with contextlib.suppress(Exception):
-                    await client.aclose()
+                if client is not None:
+                    with contextlib.suppress(Exception):
+                        await client.aclose()
             await asyncio.sleep(RECONNECT_SECONDS)
+
+    async def _warm_publisher(self) -> None:
+        """Connect the publisher ahead of the first change: a cluster client maps the slots
+        on first use, which on a busy host takes longer than PUBLISH_TIMEOUT allows."""
+        if self._publisher is not None:
+            with contextlib.suppress(Exception):  # publishing will say so, if it persists
+                await asyncio.wait_for(self._publisher.ping(), WARM_TIMEOUT)
 
     async def close(self) -> None:
         if self._listener is not None:

@@ -217,6 +217,9 @@ class FileSystemBlobStore:
         for info in await in_thread(scan):
             yield info
 
+    async def close(self) -> None:
+        return None
+
     async def remove_temp_file(self, name: str) -> bool:
         if "/" in name or "\\" in name or name in {"", ".", ".."}:
             return False

@@ -1,7 +1,8 @@
 """The blob store interface: what callers (uploads, downloads, GC) may ask of any store.
 
 A store keeps bytes addressed only by their SHA-256, never by a client-given name. The
-local `FileSystemBlobStore` implements it; a remote store (S3) implements the same protocol.
+local `FileSystemBlobStore` and the `S3BlobStore` (`engine.blobs.s3`) implement it;
+`create_blob_store(settings)` picks one: `AE_BLOB_URL` when set, else `AE_BLOB_DIR`.
 """
 
 from __future__ import annotations
@@ -122,3 +123,6 @@ class BlobStore(Protocol):
     def iter_temp_files(self) -> AsyncIterator[TempFileInfo]: ...
 
     async def remove_temp_file(self, name: str) -> bool: ...
+
+    async def close(self) -> None:
+        """Release connections (a no-op for the file-system store)."""

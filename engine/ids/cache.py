@@ -10,9 +10,9 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable
 
 import msgspec
-import redis.asyncio as redis
 
 from engine.cache import CacheBackend
+from engine.redis_client import RedisClient, connect_url, subscriber
 
 logger = logging.getLogger(__name__)
 
@@ -47,16 +47,18 @@ class IdCache:
         shared: CacheBackend,
         redis_url: str | None = None,
         *,
+        cluster: bool = False,
         max_entries: int = MAX_ENTRIES,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.shared = shared
         self.redis_url = redis_url
+        self.cluster = cluster
         self.max_entries = max_entries
         self._clock = clock
         self._entries: OrderedDict[tuple[int, str], tuple[IdEntry, float]] = OrderedDict()
         self._listener: asyncio.Task[None] | None = None
-        self._publisher: redis.Redis | None = None
+        self._publisher: RedisClient | None = None
         self.listening = asyncio.Event()
         self.hits = 0
         self.misses = 0
@@ -144,16 +146,22 @@ class IdCache:
         """Listen for other workers' invalidations (when Redis is configured)."""
         if not self.redis_url or self._listener is not None:
             return
-        self._publisher = redis.from_url(
-            self.redis_url, socket_connect_timeout=PUBLISH_TIMEOUT, socket_timeout=PUBLISH_TIMEOUT
+        self._publisher = connect_url(
+            self.redis_url,
+            cluster=self.cluster,
+            socket_connect_timeout=PUBLISH_TIMEOUT,
+            socket_timeout=PUBLISH_TIMEOUT,
         )
         self._listener = asyncio.create_task(self._listen(), name="aether-id-invalidations")
 
     async def _listen(self) -> None:
         assert self.redis_url is not None
         while True:
-            client = redis.from_url(self.redis_url, socket_connect_timeout=PUBLISH_TIMEOUT)
+            client = None
             try:
+                client = await subscriber(
+                    self.redis_url, cluster=self.cluster, socket_connect_timeout=PUBLISH_TIMEOUT
+                )
                 async with client.pubsub() as pubsub:
                     await pubsub.subscribe(CHANNEL)
                     self._entries.clear()  # what changed while we were not listening is unknown
@@ -168,8 +176,9 @@ class IdCache:
                 self._entries.clear()
                 logger.warning("id cache invalidations unavailable: %s", type(exc).__name__)
             finally:
-                with contextlib.suppress(Exception):
-                    await client.aclose()
+                if client is not None:
+                    with contextlib.suppress(Exception):
+                        await client.aclose()
             await asyncio.sleep(RECONNECT_SECONDS)
 
     async def close(self) -> None:

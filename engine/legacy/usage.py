@@ -17,12 +17,12 @@ from collections.abc import Callable
 from typing import Protocol
 
 import msgspec
-import redis.asyncio as redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from engine.cache import DEFAULT_COOLDOWN_SECONDS, DEFAULT_NAMESPACE, DEFAULT_SOCKET_TIMEOUT
 from engine.legacy.calls import successor_of
+from engine.redis_client import RedisClient, connect_url
 from engine.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -104,16 +104,17 @@ class RedisUsageStore:
         self,
         url: str,
         *,
+        cluster: bool = False,
         namespace: str = DEFAULT_NAMESPACE,
         cooldown_seconds: float = DEFAULT_COOLDOWN_SECONDS,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self._client: redis.Redis = redis.from_url(
+        self._client: RedisClient = connect_url(
             url,
+            cluster=cluster,
             socket_timeout=DEFAULT_SOCKET_TIMEOUT,
             socket_connect_timeout=DEFAULT_SOCKET_TIMEOUT,
             retry=Retry(NoBackoff(), 0),
-            retry_on_timeout=False,
             decode_responses=True,
         )
         self._base = namespace + "{legacy}:"
@@ -190,5 +191,5 @@ class RedisUsageStore:
 def create_usage_store(settings: Settings) -> UsageStore:
     """Redis when `AE_REDIS_URL` is set, else this process's memory."""
     if settings.redis_url:
-        return RedisUsageStore(settings.redis_url)
+        return RedisUsageStore(settings.redis_url, cluster=settings.redis_cluster)
     return MemoryUsageStore()

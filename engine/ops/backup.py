@@ -93,7 +93,13 @@ class RestoreResult(msgspec.Struct, frozen=True):
 
 
 def open_blob_store(settings: Settings) -> BlobStore:
-    """The installation's blob store, as the server opens it."""
+    """The installation's blob store, as the server opens it (a directory: a bucket is
+    backed up with the object store's own tools, and this refuses rather than miss it)."""
+    if settings.blob_url:
+        raise OpsError(
+            f"the blobs are in {settings.blob_url} (AE_BLOB_URL): backup, restore, export and "
+            "import handle a blob directory (AE_BLOB_DIR) only; copy the bucket with S3's tools"
+        )
     return FileSystemBlobStore(Path(settings.blob_dir))
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.conftest import AetherEnv, ServerProcess, aether_env, sqlite_url, wait_healthy
+from tests.redis_servers import RedisDeployment
 
 pytestmark = pytest.mark.e2e
 
@@ -68,10 +69,11 @@ def _revoke(server: ServerProcess, owner: str, key_id: str) -> None:
 
 
 def test_a_revocation_reaches_the_other_worker_within_a_second_over_redis(
-    tmp_path: Path, redis_test_url: str
+    tmp_path: Path, redis_target: RedisDeployment
 ) -> None:
+    """On one Redis server, a Redis Cluster and behind a Sentinel alike."""
     with aether_env(
-        sqlite_url(tmp_path), tmp_path / "work", AE_REDIS_URL=redis_test_url,
+        sqlite_url(tmp_path), tmp_path / "work", **redis_target.env(),
         AE_AUTH_CACHE_SECONDS="5",
     ) as env:  # fmt: skip
         a, b, owner = _servers(env)
@@ -81,6 +83,10 @@ def test_a_revocation_reaches_the_other_worker_within_a_second_over_redis(
         _revoke(a, owner, key_id)
         assert _status(a, key) == 401  # at once where the change was made
         assert _refused_after(b, key, 1.0) < 1.0
+        for server in (a, b):  # and Redis served every request: no fallback to memory
+            with server.client() as c:
+                assert c.get("/readyz").json()["checks"]["redis"] == "ok"
+            assert "redis unavailable" not in server.stdout() + server.stderr()
 
 
 def test_without_redis_a_deletion_holds_within_the_cache_lifetime(tmp_path: Path) -> None:

@@ -2,7 +2,8 @@
 
 The app caches in process memory; a module that overrides `cache_backend` with
 `params=["memory", "redis"]` runs its tests on a Redis-backed app as well (a namespace of
-its own per test, removed afterwards).
+its own per test, removed afterwards); "redis-cluster" and "redis-sentinel" use the private
+Cluster and Sentinel the tests start (`tests/redis_servers.py`).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from engine.settings import RateLimit, Settings
 from models.base import Base
 from registry.jsonschema import type_schema
 from tests.backends import check_redis, drop_redis_namespace, redis_url, unavailable
+from tests.redis_servers import RedisDeployment
 from tests.tenant_scope import Checker
 
 
@@ -269,19 +271,31 @@ def cache_backend() -> str:
 
 
 @pytest.fixture
-async def app_cache(cache_backend: str) -> AsyncIterator[CacheBackend | None]:
+async def app_cache(
+    cache_backend: str, request: pytest.FixtureRequest
+) -> AsyncIterator[CacheBackend | None]:
     """None (the app makes its memory cache), or a Redis cache in a fresh namespace."""
     if cache_backend == "memory":
         yield None
         return
-    url = redis_url()
-    try:
-        await check_redis(url)
-    except Exception as exc:
-        unavailable("redis", exc)
+    url, cluster = await redis_for(request, cache_backend)
     namespace = f"aether-test:{secrets.token_hex(6)}:"
-    yield RedisCache(url, namespace=namespace)
-    await drop_redis_namespace(url, namespace)
+    yield RedisCache(url, cluster=cluster, namespace=namespace)
+    await drop_redis_namespace(url, namespace, cluster=cluster)
+
+
+async def redis_for(request: pytest.FixtureRequest, cache_backend: str) -> tuple[str, bool]:
+    """The URL and cluster flag of "redis", "redis-cluster" or "redis-sentinel"."""
+    if cache_backend == "redis":
+        url = redis_url()
+        try:
+            await check_redis(url)
+        except Exception as exc:
+            unavailable("redis", exc)
+        return url, False
+    deployment = request.getfixturevalue(cache_backend.replace("-", "_"))
+    assert isinstance(deployment, RedisDeployment)
+    return deployment.url, deployment.cluster
 
 
 async def make_api(settings: Settings, cache: CacheBackend | None) -> Api:

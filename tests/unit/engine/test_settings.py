@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import stat
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -154,6 +155,62 @@ def test_a_replica_of_another_kind_of_database_is_refused(tmp_path: Path) -> Non
     )
     with pytest.raises(SettingsError, match="AE_DATABASE_READ_URL"):
         build_runtime(settings)
+
+
+def test_s3_blob_store_settings() -> None:
+    from engine.blobs import FileSystemBlobStore, create_blob_store
+    from engine.blobs.s3 import S3BlobStore
+
+    env = {
+        "AE_ENV": "test",
+        "AE_BLOB_URL": "s3://my-bucket/some/prefix/",
+        "AE_S3_ENDPOINT_URL": "http://127.0.0.1:9000",
+        "AE_S3_REGION": "eu-west-1",
+        "AE_S3_ACCESS_KEY_ID": "AKIDEXAMPLE",
+        "AE_S3_SECRET_ACCESS_KEY": "s3cr3t",
+    }
+    settings = load_settings(env, dotenv=None)
+    assert settings.blob_url == "s3://my-bucket/some/prefix/"
+    assert "s3cr3t" not in repr(settings)
+    store = create_blob_store(settings)
+    assert isinstance(store, S3BlobStore)
+    assert (store.bucket, store.where.prefix) == ("my-bucket", "some/prefix/")
+    assert store.blob_key("a" * 64) == "some/prefix/blobs/" + "a" * 64
+    assert store.location == "s3://my-bucket/some/prefix at http://127.0.0.1:9000"
+    plain = load_settings({"AE_ENV": "test", "AE_BLOB_DIR": "/tmp/x"}, dotenv=None)
+    assert isinstance(create_blob_store(plain), FileSystemBlobStore)
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"AE_BLOB_URL": "/var/blobs"}, "s3://bucket"),
+        ({"AE_BLOB_URL": "s3://Bad_Bucket/x"}, "not an S3 bucket name"),
+        ({"AE_BLOB_URL": "s3://bucket/a/../b"}, "not a usable key prefix"),
+        ({"AE_S3_ACCESS_KEY_ID": "AKID"}, "go together"),
+        ({"AE_BLOB_URL": "s3://bucket", "AE_UPLOAD_MAX_BYTES": str(6 * 1024**3)}, "5 GiB"),
+    ],
+)
+def test_bad_s3_settings_are_refused(env: dict[str, str], message: str) -> None:
+    with pytest.raises(SettingsError) as info:
+        load_settings({"AE_ENV": "test", **env}, dotenv=None)
+    assert message in str(info.value)
+
+
+def test_every_variable_read_is_in_the_readme_table() -> None:
+    root = Path(__file__).resolve().parents[3]
+    source = (root / "engine" / "settings.py").read_text(encoding="utf-8")
+    read = set(re.findall(r'"(AE_[A-Z0-9_]+)"', source))
+    table = [
+        line
+        for line in (root / "README.md").read_text(encoding="utf-8").splitlines()
+        if line.startswith("| `AE_")
+    ]
+    documented = set(
+        re.findall(r"`(AE_[A-Z0-9_]+)`", "\n".join(row.split(" | ")[0] for row in table))
+    )
+    assert read - documented == set()
+    assert documented - read == set()
 
 
 def test_serve_listens_where_the_environment_says_and_flags_win(tmp_path: Path) -> None:

@@ -17,8 +17,8 @@ import pytest
 from engine.app import create_app
 from engine.cache import RedisCache
 from engine.runtime import build_runtime
-from tests.backends import check_redis, drop_redis_namespace, redis_url, unavailable
-from tests.integration.conftest import Api, make_settings
+from tests.backends import drop_redis_namespace
+from tests.integration.conftest import Api, make_settings, redis_for
 from tests.integration.test_actions import account_pk_of, make_event, upload
 from tests.statements import count_statements
 
@@ -109,16 +109,21 @@ async def test_a_deleted_id_is_forgotten(api: Api) -> None:
 
 
 @pytest.mark.parametrize("backend", ["sqlite"])
-async def test_a_delete_reaches_every_worker(api: Api, tmp_path: Path) -> None:
-    """Two workers on one Redis: a delete on one clears the other's in-process entry."""
-    url = redis_url()
-    try:
-        await check_redis(url)
-    except Exception as exc:
-        unavailable("redis", exc)
+@pytest.mark.parametrize("deployment", ["redis", "redis-cluster"])
+async def test_a_delete_reaches_every_worker(
+    api: Api, tmp_path: Path, deployment: str, request: pytest.FixtureRequest
+) -> None:
+    """Two workers on one Redis (a server, or a cluster): a delete on one clears the other's
+    in-process entry."""
+    url, cluster = await redis_for(request, deployment)
     namespace = f"aether-test:{secrets.token_hex(6)}:"
-    settings = make_settings(api.runtime.settings.database_url, tmp_path, redis_url=url)
-    workers = [build_runtime(settings, cache=RedisCache(url, namespace=namespace)) for _ in "12"]
+    settings = make_settings(
+        api.runtime.settings.database_url, tmp_path, redis_url=url, redis_cluster=cluster
+    )
+    workers = [
+        build_runtime(settings, cache=RedisCache(url, cluster=cluster, namespace=namespace))
+        for _ in "12"
+    ]
     clients = [
         httpx.AsyncClient(
             transport=httpx.ASGITransport(app=create_app(settings, runtime=rt)),
@@ -157,4 +162,4 @@ async def test_a_delete_reaches_every_worker(api: Api, tmp_path: Path) -> None:
             await client.aclose()
         for rt in workers:
             await rt.close()
-        await drop_redis_namespace(url, namespace)
+        await drop_redis_namespace(url, namespace, cluster=cluster)

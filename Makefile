@@ -7,7 +7,7 @@ PYTEST_WORKERS ?= 2
 PORT ?= 8000
 
 .DEFAULT_GOAL := help
-.PHONY: help run test test-unit lint fmt typecheck check migrate demo clean fuzz bench console
+.PHONY: help run test test-unit lint fmt typecheck check migrate demo clean fuzz bench console soak
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "} {printf "  %-10s %s\n", $$1, $$2}'
@@ -57,6 +57,9 @@ bench: $(STAMP) ## side by side with the hand-written reference on MariaDB when 
 		echo "no $(PERF_KIT)/compare.sh: the quick SQLite run (one server, no reference)"; \
 		$(BIN)/python -m tests.bench.run; \
 	fi
+
+soak: $(STAMP) ## two workers, 64 clients, 3 minutes of nested reads with writes and deletes (MariaDB + Redis; not in `make test`)
+	$(BIN)/python -m tests.soak.run --duration 180 --clients 64 --workers 2
 
 console: ## rebuild the web console into engine/console/static (npm ci, then esbuild; needs Node 18+)
 	cd console && npm ci --no-audit --no-fund && node build.mjs

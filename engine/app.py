@@ -22,8 +22,10 @@ from engine.legacy import LegacyRoutes
 from engine.logging import RequestLogMiddleware
 from engine.problems import handle_aether_error, handle_http_exception
 from engine.realtime.service import Realtime
+from engine.replicas import StickyWritesMiddleware
 from engine.runtime import Runtime, build_runtime
 from engine.settings import Settings
+from engine.shutdown import watch_signals
 
 logger = logging.getLogger(__name__)
 CRUD_METHODS = ["GET", "HEAD", "POST", "PATCH", "DELETE", "PUT", "OPTIONS"]
@@ -54,7 +56,8 @@ def create_app(
         await warn_if_not_migrated(rt)
         await realtime.start()
         try:
-            yield
+            with watch_signals(rt.shutdown):
+                yield
         finally:
             await realtime.close()
             if legacy is not None:
@@ -72,6 +75,8 @@ def create_app(
         *console_routes(settings),
     ]
     middleware = [Middleware(RequestLogMiddleware)]
+    if rt.reads is not None:  # inside the log middleware: the principal is known there
+        middleware.append(Middleware(StickyWritesMiddleware, router=rt.reads))
     if settings.cors_origins:
         middleware.append(
             Middleware(

@@ -121,6 +121,7 @@ def uvicorn_options(settings: Settings, args: argparse.Namespace) -> dict[str, A
         "proxy_headers": settings.forwarded_allow_ips is not None,
         "forwarded_allow_ips": settings.forwarded_allow_ips or "",
         "server_header": False,
+        "timeout_graceful_shutdown": settings.shutdown_timeout,
         "timeout_keep_alive": settings.keepalive_timeout,
     }
 

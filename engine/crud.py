@@ -38,6 +38,7 @@ from engine.errors import (
     ServiceUnavailableError,
     ValidationError,
 )
+from engine.ids import IdEntry
 from engine.listing import (
     attach_includes,
     include_tree,
@@ -47,10 +48,11 @@ from engine.listing import (
     run_search,
 )
 from engine.paths import CrudPath, parse_crud_path
-from engine.plans import ReadPlan, row_params
+from engine.plans import PK_LABEL, ReadPlan, row_params
 from engine.principal import Principal
 from engine.realtime.writes import note_delete, note_write
-from engine.repository import IdCollisionError, autocommit, read, translate_errors
+from engine.replicas import direct_rows, read_for
+from engine.repository import IdCollisionError, autocommit, translate_errors
 from engine.responses import (
     etag_for,
     json_response,
@@ -238,7 +240,7 @@ async def read_item(
         return item, int(row[len(names) + 1])
 
     found = None if includes or fields else await _read_item_direct(rt, principal, path)
-    item, version = found if found is not None else await read(rt.reader, work, obj)
+    item, version = found if found is not None else await read_for(rt, principal, work, obj)
     etag = etag_for(version)
     if matches_etag(request.headers.get("if-none-match"), etag, weak=True):
         return not_modified(etag)
@@ -262,7 +264,7 @@ async def _read_item_direct(
     plan = rt.plans[obj.name]
     ancestors = ancestor_types(path)
     stmt = plan.item(ancestors)
-    rows = await rt.direct.rows(stmt, bind_params(path, principal.account_id))
+    rows = await direct_rows(rt, principal, stmt, bind_params(path, principal.account_id))
     if rows is None or (not rows and ancestors):
         return None
     if not rows:
@@ -396,11 +398,14 @@ async def create_item(
         now = utcnow()
         columns.update(created_at=now, updated_at=now, version=1)
         row = await _insert(conn, plan, columns)
-        stored = dict(row._mapping)
+        created = dict(row._mapping)
+        stored = dict(created)
         if plan.account_field is not None:  # the owning account: a reference no body carries
             stored[plan.account_field] = account_public_id(principal, path)
         item = _written(plan, stored, values)
         note_write(conn, plan, account_public_id(principal, path), "create", item)
+    if account_id is not None:
+        await rt.ids.put(account_id, created["id"], created_entry(obj, created, columns))
     return json_response(
         item,
         status=201,
@@ -419,6 +424,20 @@ async def _insert(conn: AsyncConnection, plan: ReadPlan, columns: dict[str, Any]
             continue
         return result.one()
     raise ServiceUnavailableError("Could not allocate a unique id; retry")
+
+
+def created_entry(
+    obj: ObjectType, stored: Mapping[str, Any], columns: Mapping[str, Any]
+) -> IdEntry:
+    """What the id cache learns of a created object: its type, key and parent."""
+    parent = obj.parent
+    parent_key = columns.get(parent.field) if parent is not None else None
+    return IdEntry(
+        obj.name,
+        int(stored[PK_LABEL]),
+        parent.target if parent is not None and parent_key is not None else None,
+        int(parent_key) if parent_key is not None else None,
+    )
 
 
 def _item_url(request: Request, public_id: str) -> str:
@@ -498,6 +517,8 @@ async def update_item(
         note_write(conn, plan, account_public_id(principal, path), "update", item)
     if obj.name in AUTH_TYPES:
         await rt.principals.invalidate()
+    if obj.parent is not None and obj.parent.field in columns and account_id is not None:
+        await rt.ids.forget(account_id, [path.public_id])  # moved to another parent
     return json_response(item, headers={"ETag": etag_for(version + 1)})
 
 
@@ -545,6 +566,8 @@ async def delete_item(
             ) from exc
         if result.rowcount != 1:
             raise PreconditionFailedError("The object changed while you deleted it")
+    if account_id is not None:
+        await rt.ids.forget(account_id, [path.public_id])
     if obj.name in AUTH_TYPES:
         await rt.principals.invalidate()
     response = Response(status_code=204)

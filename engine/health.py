@@ -8,6 +8,7 @@ import logging
 from starlette.requests import Request
 from starlette.responses import Response
 
+from engine.db import ping
 from engine.errors import NOT_MIGRATED
 from engine.migrate import is_migrated
 from engine.responses import json_response
@@ -34,8 +35,24 @@ async def healthz(request: Request) -> Response:
     return json_response({"status": "ok"}, headers={"Cache-Control": "no-store"})
 
 
+async def replica_check(rt: Runtime) -> str:
+    assert rt.reads is not None
+    try:
+        await asyncio.wait_for(ping(rt.reads.replica), READY_TIMEOUT_SECONDS)
+    except Exception as exc:
+        logger.warning("readiness: replica check failed: %s", type(exc).__name__)
+        return "degraded: reads go to the primary"
+    return "ok"
+
+
 async def readyz(request: Request) -> Response:
     rt = get_runtime(request)
+    if rt.shutdown.begun:  # the load balancer should stop sending here now
+        return json_response(
+            {"status": "shutting down", "checks": {}},
+            503,
+            {"Cache-Control": "no-store", "Retry-After": "5", "Connection": "close"},
+        )
     checks: dict[str, str] = {}
     ready = True
     try:
@@ -48,6 +65,8 @@ async def readyz(request: Request) -> Response:
         logger.warning("readiness: database check failed: %s", type(exc).__name__)
         checks["database"] = "unreachable"
         ready = False
+    if rt.reads is not None:  # a replica down is not "not ready": reads go to the primary
+        checks["replica"] = await replica_check(rt)
     if rt.settings.redis_url:
         healthy = await rt.cache.ping()
         checks["redis"] = "ok" if healthy else "degraded: serving from process memory"
@@ -57,6 +76,9 @@ async def readyz(request: Request) -> Response:
     headers = {"Cache-Control": "no-store"}
     if not ready:
         headers["Retry-After"] = "5"
-    return json_response(
-        {"status": "ready" if ready else "not ready", "checks": checks}, status, headers
-    )
+    body = {
+        "status": "ready" if ready else "not ready",
+        "checks": checks,
+        "id_cache": rt.ids.counts(),
+    }
+    return json_response(body, status, headers)

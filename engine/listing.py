@@ -21,7 +21,8 @@ from engine.errors import BadRequestError, ValidationError
 from engine.paths import CrudPath
 from engine.plans import PK_LABEL, ReadPlan
 from engine.principal import Principal
-from engine.repository import fetch_all, read
+from engine.replicas import direct_rows, read_for
+from engine.repository import fetch_all
 from engine.responses import json_response, public_row
 from engine.runtime import Runtime
 from engine.scoping import (
@@ -178,11 +179,11 @@ async def execute_search(
         account_id = principal.account_id
         stmt, _ = page_statement(rt, path, spec, fields, order, extra, after, account_id)
         prebuilt = spec.filter == MATCH_ALL  # else built for this request (see page_statement)
-        rows = await rt.direct.rows(stmt, page_params(account_id), prebuilt=prebuilt)
+        rows = await direct_rows(rt, principal, stmt, page_params(account_id), prebuilt=prebuilt)
         if rows is not None and (rows or not path.ancestors):
             # Without includes the selected names are exactly those asked for: nothing to cut.
             return json_response(envelope_of(rows, account_id, records=True))
-    return json_response(await read(rt.reader, work, obj))
+    return json_response(await read_for(rt, principal, work, obj))
 
 
 LIMIT_PARAM, OFFSET_PARAM = "lim", "off"

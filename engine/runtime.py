@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+import msgspec
 import sqlalchemy as sa
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
@@ -21,9 +22,12 @@ from engine.blobs import BlobStore, create_blob_store
 from engine.cache import CacheBackend, RedisCache, create_cache
 from engine.db import create_engine, dialect_name
 from engine.direct import DirectReader
+from engine.ids import IdCache
 from engine.plans import ReadPlan, build_plans
 from engine.ratelimit import LoginLimiter, RateLimiter
-from engine.settings import Settings, resolve_jwt_key
+from engine.replicas import ReadRouter
+from engine.settings import Settings, SettingsError, resolve_jwt_key
+from engine.shutdown import ShutdownState
 from registry.descriptors import Registry
 from registry.introspect import introspect, load_models
 from registry.types import WriteDecoder
@@ -46,6 +50,9 @@ class Runtime:
     dialect: str
     cursor_key: bytes  # encrypts and authenticates keyset cursors; derived from the JWT key
     principals: PrincipalCache
+    ids: IdCache
+    reads: ReadRouter | None = None  # the read replica and who reads the primary for now
+    shutdown: ShutdownState = field(default_factory=ShutdownState)
     documents: dict[str, Any] = field(default_factory=dict)  # encoded schema documents
     blob_store_id: str | None = None  # set once the store is bound (engine.blob_binding)
     direct: DirectReader = field(init=False)  # the hot prebuilt reads, on `reader`'s driver
@@ -54,20 +61,25 @@ class Runtime:
         self.direct = DirectReader(self.reader)
 
     @property
-    def engines(self) -> tuple[AsyncEngine, AsyncEngine]:
-        return (self.engine, self.reader)
+    def engines(self) -> tuple[AsyncEngine, ...]:
+        replica = () if self.reads is None else (self.reads.replica,)
+        return (self.engine, self.reader, *replica)
 
     async def start(self) -> None:
         if isinstance(self.cache, RedisCache):
             await self.cache.warm()
         await self.principals.start()
+        await self.ids.start()
 
     async def close(self) -> None:
         await self.principals.close()
+        await self.ids.close()
         await self.cache.close()
         await self.blobs.close()
         await self.engine.dispose()
         await self.reader.dispose()
+        if self.reads is not None:
+            await self.reads.replica.dispose()
 
 
 def build_registry(settings: Settings) -> tuple[Registry, dict[str, sa.Table]]:
@@ -85,10 +97,12 @@ def build_runtime(
     engine: AsyncEngine | None = None,
     reader: AsyncEngine | None = None,
     cache: CacheBackend | None = None,
+    replica: AsyncEngine | None = None,
 ) -> Runtime:
     settings = resolve_jwt_key(settings)
     registry, tables = build_registry(settings)
     cache = cache or create_cache(settings)
+    reader = reader or create_engine(settings, autocommit=True)
     return Runtime(
         settings=settings,
         registry=registry,
@@ -96,7 +110,7 @@ def build_runtime(
         plans=build_plans(registry, tables),
         decoders={obj.name: WriteDecoder(obj) for obj in registry},
         engine=engine or create_engine(settings),
-        reader=reader or create_engine(settings, autocommit=True),
+        reader=reader,
         cache=cache,
         blobs=create_blob_store(settings),
         jwt=JwtVerifier.from_settings(settings),
@@ -109,7 +123,30 @@ def build_runtime(
         principals=PrincipalCache(
             settings.auth_cache_seconds, settings.redis_url, cluster=settings.redis_cluster
         ),
+        ids=IdCache(cache, settings.redis_url, cluster=settings.redis_cluster),
+        reads=read_router(settings, reader, cache, replica),
     )
+
+
+def read_router(
+    settings: Settings,
+    primary: AsyncEngine,
+    cache: CacheBackend,
+    replica: AsyncEngine | None = None,
+) -> ReadRouter | None:
+    """The router onto `AE_DATABASE_READ_URL` (None without one); stickiness is shared
+    through the cache when it is Redis, so every worker honours it."""
+    url = settings.database_read_url
+    if replica is None and not url:
+        return None
+    if url and dialect_name(url) != dialect_name(settings.database_url):
+        raise SettingsError("AE_DATABASE_READ_URL must name the same kind of database")
+    if replica is None:
+        assert url is not None
+        replica_settings = msgspec.structs.replace(settings, database_url=url)
+        replica = create_engine(replica_settings, autocommit=True)
+    shared = cache if settings.redis_url else None
+    return ReadRouter(primary, replica, shared=shared)
 
 
 def cursor_key(settings: Settings) -> bytes:

@@ -29,6 +29,8 @@ DEFAULT_MAX_PAGE_SIZE = 500
 MAX_AUTH_CACHE_SECONDS = 5.0
 DEFAULT_UPLOAD_MAX_BYTES = 100 * 1024 * 1024
 DEFAULT_RATE_LIMIT = "600/minute"
+#: Seconds a worker told to stop may spend finishing the requests it has (SIGTERM).
+DEFAULT_SHUTDOWN_TIMEOUT = 30.0
 #: When the legacy `/crud` and `/v2/crud` routes are to be switched off (`Sunset`, RFC 8594).
 DEFAULT_LEGACY_SUNSET = "Wed, 30 Jun 2027 23:59:59 GMT"
 #: The shortest HMAC key each algorithm accepts outside the test environment (RFC 7518 3.2).
@@ -62,6 +64,7 @@ class RateLimit(msgspec.Struct, frozen=True):
 class Settings(msgspec.Struct, frozen=True, kw_only=True):
     env: Environment = "development"
     database_url: str = DEFAULT_DATABASE_URL
+    database_read_url: str | None = None
     redis_url: str | None = None
     redis_cluster: bool = False
     api_jwt_key: Secret | None = None
@@ -101,6 +104,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     db_pool_timeout: float = 5.0
     db_statement_timeout_ms: int = 30_000
     auth_cache_seconds: float = 5.0
+    shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT
 
     @property
     def jwt_key(self) -> str:
@@ -178,6 +182,16 @@ def _int(key: str, value: str, minimum: int = 0) -> int:
     return number
 
 
+def _seconds(key: str, value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        raise SettingsError(f"{key} must be a number of seconds, not {value!r}") from None
+    if not number >= 0 or number == float("inf"):
+        raise SettingsError(f"{key} must be a finite number of seconds, at least 0")
+    return number
+
+
 def _list(value: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in value.split(",") if part.strip())
 
@@ -203,6 +217,7 @@ def load_settings(
         if get(key):
             kwargs[name] = get(key)
     for key, name in (
+        ("AE_DATABASE_READ_URL", "database_read_url"),
         ("AE_REDIS_URL", "redis_url"),
         ("AE_JWT_ISSUER", "jwt_issuer"),
         ("AE_JWT_AUDIENCE", "jwt_audience"),
@@ -242,6 +257,8 @@ def load_settings(
             kwargs["db_pool_timeout"] = float(get("AE_DB_POOL_TIMEOUT", ""))
         except ValueError:
             raise SettingsError("AE_DB_POOL_TIMEOUT must be a number of seconds") from None
+    if get("AE_SHUTDOWN_TIMEOUT"):
+        kwargs["shutdown_timeout"] = _seconds("AE_SHUTDOWN_TIMEOUT", get("AE_SHUTDOWN_TIMEOUT", ""))
     if get("AE_AUTH_CACHE_SECONDS"):
         try:
             seconds = float(get("AE_AUTH_CACHE_SECONDS", ""))

@@ -127,6 +127,36 @@ def test_serve_passes_the_trusted_proxies_to_uvicorn(tmp_path: Path) -> None:
     assert trusting["forwarded_allow_ips"] == "10.0.0.0/8"
 
 
+def test_read_replica_and_shutdown_timeout(tmp_path: Path) -> None:
+    from engine.cli import build_parser, uvicorn_options
+
+    defaults = load_settings(env_for(tmp_path), dotenv=None)
+    assert defaults.database_read_url is None
+    assert defaults.shutdown_timeout == 30.0
+    replica = "mysql+asyncmy://reader@10.0.0.9/aether"
+    set_ = load_settings(
+        env_for(tmp_path, AE_DATABASE_READ_URL=replica, AE_SHUTDOWN_TIMEOUT="2.5"), dotenv=None
+    )
+    assert set_.database_read_url == replica
+    assert set_.shutdown_timeout == 2.5
+    args = build_parser().parse_args(["serve"])
+    assert uvicorn_options(set_, args)["timeout_graceful_shutdown"] == 2.5
+    for bad in ("soon", "-1", "inf", "nan"):
+        with pytest.raises(SettingsError, match="AE_SHUTDOWN_TIMEOUT"):
+            load_settings(env_for(tmp_path, AE_SHUTDOWN_TIMEOUT=bad), dotenv=None)
+
+
+def test_a_replica_of_another_kind_of_database_is_refused(tmp_path: Path) -> None:
+    from engine.runtime import build_runtime
+
+    settings = load_settings(
+        env_for(tmp_path, AE_DATABASE_READ_URL="postgresql+asyncpg://replica/aether"),
+        dotenv=None,
+    )
+    with pytest.raises(SettingsError, match="AE_DATABASE_READ_URL"):
+        build_runtime(settings)
+
+
 def test_s3_blob_store_settings() -> None:
     from engine.blobs import FileSystemBlobStore, create_blob_store
     from engine.blobs.s3 import S3BlobStore

@@ -48,6 +48,9 @@ def create_app(
     chosen = default_actions() if actions is None else list(actions)
     realtime = Realtime(rt)
     legacy = LegacyRoutes(rt) if rt.settings.legacy_routes else None  # AE_LEGACY_ROUTES
+    rt.closers.append(realtime.close)
+    if legacy is not None:
+        rt.closers.append(legacy.close)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -59,10 +62,7 @@ def create_app(
             with watch_signals(rt.shutdown):
                 yield
         finally:
-            await realtime.close()
-            if legacy is not None:
-                await legacy.close()
-            await rt.close()
+            await rt.close()  # the feed and the legacy store too (rt.closers)
 
     routes: list[BaseRoute] = [  # the busiest first: the router tries them in order
         Route("/v3/crud/{path:path}", crud_endpoint, methods=CRUD_METHODS),

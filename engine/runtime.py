@@ -6,6 +6,7 @@ handlers through `request.app.state.runtime`; nothing here is a module-level glo
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -53,6 +54,10 @@ class Runtime:
     ids: IdCache
     reads: ReadRouter | None = None  # the read replica and who reads the primary for now
     shutdown: ShutdownState = field(default_factory=ShutdownState)
+    #: What the app's parts built on this runtime hold open (the change feed's Redis client,
+    #: the legacy usage store): closed first by `close()`, so every way of ending a runtime
+    #: (the app's lifespan, a test) releases them.
+    closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     documents: dict[str, Any] = field(default_factory=dict)  # encoded schema documents
     blob_store_id: str | None = None  # set once the store is bound (engine.blob_binding)
     direct: DirectReader = field(init=False)  # the hot prebuilt reads, on `reader`'s driver
@@ -72,6 +77,8 @@ class Runtime:
         await self.ids.start()
 
     async def close(self) -> None:
+        while self.closers:
+            await self.closers.pop()()
         await self.principals.close()
         await self.ids.close()
         await self.cache.close()

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import time
 from collections import OrderedDict
@@ -12,7 +10,7 @@ from collections.abc import Callable, Iterable
 import msgspec
 
 from engine.cache import CacheBackend
-from engine.redis_client import RedisClient, connect_url, subscriber
+from engine.invalidations import InvalidationChannel
 
 logger = logging.getLogger(__name__)
 
@@ -22,8 +20,6 @@ MAX_ENTRIES = 50_000
 #: or key; only a delete or a move to another parent ends an entry early.
 LOCAL_SECONDS = 300.0
 SHARED_SECONDS = 3600.0
-RECONNECT_SECONDS = 1.0
-PUBLISH_TIMEOUT = 0.5
 
 
 class IdEntry(msgspec.Struct, frozen=True, array_like=True):
@@ -57,9 +53,14 @@ class IdCache:
         self.max_entries = max_entries
         self._clock = clock
         self._entries: OrderedDict[tuple[int, str], tuple[IdEntry, float]] = OrderedDict()
-        self._listener: asyncio.Task[None] | None = None
-        self._publisher: RedisClient | None = None
-        self.listening = asyncio.Event()
+        self.channel = InvalidationChannel(
+            CHANNEL,
+            redis_url,
+            cluster=cluster,
+            on_message=self._apply,
+            on_reset=self._entries.clear,
+        )
+        self.listening = self.channel.listening
         self.hits = 0
         self.misses = 0
         self.stale = 0
@@ -128,13 +129,8 @@ class IdCache:
         for public_id in ids:
             self.drop(account, public_id)
             await self.shared.delete(self._shared_key(account, public_id))
-        if self._publisher is None or not ids:
-            return
-        message = ",".join(f"{account}:{pid}" for pid in ids).encode()
-        try:
-            await asyncio.wait_for(self._publisher.publish(CHANNEL, message), PUBLISH_TIMEOUT)
-        except Exception as exc:  # a stale entry costs a miss, never a wrong answer
-            logger.warning("could not publish an id cache invalidation: %s", type(exc).__name__)
+        if ids:  # a lost message costs a stale entry: a miss, never a wrong answer
+            await self.channel.publish(",".join(f"{account}:{pid}" for pid in ids).encode())
 
     def _apply(self, message: bytes) -> None:
         for part in message.decode("utf-8", "replace").split(","):
@@ -144,42 +140,7 @@ class IdCache:
 
     async def start(self) -> None:
         """Listen for other workers' invalidations (when Redis is configured)."""
-        if not self.redis_url or self._listener is not None:
-            return
-        self._publisher = connect_url(
-            self.redis_url,
-            cluster=self.cluster,
-            socket_connect_timeout=PUBLISH_TIMEOUT,
-            socket_timeout=PUBLISH_TIMEOUT,
-        )
-        self._listener = asyncio.create_task(self._listen(), name="aether-id-invalidations")
-
-    async def _listen(self) -> None:
-        assert self.redis_url is not None
-        while True:
-            client = None
-            try:
-                client = await subscriber(
-                    self.redis_url, cluster=self.cluster, socket_connect_timeout=PUBLISH_TIMEOUT
-                )
-                async with client.pubsub() as pubsub:
-                    await pubsub.subscribe(CHANNEL)
-                    self._entries.clear()  # what changed while we were not listening is unknown
-                    self.listening.set()
-                    async for message in pubsub.listen():
-                        if message.get("type") == "message":
-                            self._apply(message["data"])
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                self.listening.clear()
-                self._entries.clear()
-                logger.warning("id cache invalidations unavailable: %s", type(exc).__name__)
-            finally:
-                if client is not None:
-                    with contextlib.suppress(Exception):
-                        await client.aclose()
-            await asyncio.sleep(RECONNECT_SECONDS)
+        await self.channel.start()
 
     async def close(self) -> None:
         logger.info(
@@ -189,13 +150,5 @@ class IdCache:
             self.stale,
             extra={"id_cache": self.counts()},
         )
-        if self._listener is not None:
-            self._listener.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._listener
-            self._listener = None
-        if self._publisher is not None:
-            with contextlib.suppress(Exception):
-                await self._publisher.aclose()
-            self._publisher = None
+        await self.channel.close()
         self._entries.clear()

@@ -38,7 +38,6 @@ from engine.errors import (
     ServiceUnavailableError,
     ValidationError,
 )
-from engine.ids import IdEntry
 from engine.listing import (
     attach_includes,
     include_tree,
@@ -48,7 +47,7 @@ from engine.listing import (
     run_search,
 )
 from engine.paths import CrudPath, parse_crud_path
-from engine.plans import PK_LABEL, ReadPlan, row_params
+from engine.plans import ReadPlan, row_params
 from engine.principal import Principal
 from engine.realtime.writes import note_delete, note_write
 from engine.replicas import direct_rows, read_for
@@ -404,8 +403,6 @@ async def create_item(
             stored[plan.account_field] = account_public_id(principal, path)
         item = _written(plan, stored, values)
         note_write(conn, plan, account_public_id(principal, path), "create", item)
-    if account_id is not None:
-        await rt.ids.put(account_id, created["id"], created_entry(obj, created, columns))
     return json_response(
         item,
         status=201,
@@ -424,20 +421,6 @@ async def _insert(conn: AsyncConnection, plan: ReadPlan, columns: dict[str, Any]
             continue
         return result.one()
     raise ServiceUnavailableError("Could not allocate a unique id; retry")
-
-
-def created_entry(
-    obj: ObjectType, stored: Mapping[str, Any], columns: Mapping[str, Any]
-) -> IdEntry:
-    """What the id cache learns of a created object: its type, key and parent."""
-    parent = obj.parent
-    parent_key = columns.get(parent.field) if parent is not None else None
-    return IdEntry(
-        obj.name,
-        int(stored[PK_LABEL]),
-        parent.target if parent is not None and parent_key is not None else None,
-        int(parent_key) if parent_key is not None else None,
-    )
 
 
 def _item_url(request: Request, public_id: str) -> str:

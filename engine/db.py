@@ -123,7 +123,7 @@ def create_engine(
     else:
         kwargs.update(
             pool_size=settings.db_pool_size,
-            max_overflow=settings.db_pool_size,
+            max_overflow=0,
             pool_timeout=settings.db_pool_timeout,
             pool_recycle=1800,
         )

@@ -15,7 +15,7 @@ from engine.invalidations import InvalidationChannel
 logger = logging.getLogger(__name__)
 
 CHANNEL = "ae:ids:invalidate"
-MAX_ENTRIES = 50_000
+MAX_ENTRIES = 10_000
 #: How long an entry lives in this worker and in the shared cache. An id never changes type
 #: or key; only a delete or a move to another parent ends an entry early.
 LOCAL_SECONDS = 300.0

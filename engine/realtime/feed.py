@@ -124,7 +124,11 @@ class _Log:
 
 
 class MemoryFeed:
-    """The feed of one process: a bounded log per account, delivered as it is appended."""
+    """The feed of one process: a bounded log per account, delivered as it is appended.
+
+    An account's log starts when a subscriber first asks about it (`position`, `replay` or
+    `listen`); changes of accounts nobody follows cost no memory.
+    """
 
     def __init__(self, retention: int = RETENTION) -> None:
         self.retention = retention
@@ -151,7 +155,11 @@ class MemoryFeed:
 
     async def publish(self, changes: Sequence[Change]) -> None:
         for change in changes:
-            log = self._log(change.account)
+            # An account nobody has asked about (no position, replay or listener yet) keeps
+            # no log: no client can hold a seq of it, so nothing could resume from it.
+            log = self._logs.get(change.account)
+            if log is None:
+                continue
             entry = Entry.decode(self._next(log), encode_change(change))
             log.entries.append(entry)
             log.last = entry.seq
@@ -172,6 +180,7 @@ class MemoryFeed:
         return [e for e in log.entries if e.seq > since]
 
     async def listen(self, account: str, listener: Listener) -> None:
+        self._log(account)
         self._listeners.setdefault(account, set()).add(listener)
 
     def unlisten(self, account: str, listener: Listener) -> None:

@@ -23,6 +23,14 @@ def feed_of(api: Api) -> MemoryFeed:
     return feed
 
 
+@pytest.fixture(autouse=True)
+async def followed(api: Api) -> None:
+    """Both accounts are followed, as by a subscriber: the memory feed keeps no log of an
+    account nobody asked about."""
+    for account in (api.a.account_id, api.b.account_id):
+        await feed_of(api).position(account)
+
+
 def published(api: Api, account: str) -> list[tuple[str, str, str]]:
     log = feed_of(api)._logs.get(account)
     entries = [] if log is None else list(log.entries)

@@ -69,6 +69,7 @@ async def test_filtered_changes_follow_subscribed_in_order() -> None:
 
 async def test_since_replays_exactly_what_followed_and_old_points_are_refused() -> None:
     feed = MemoryFeed(retention=5)
+    await feed.position(ACCOUNT)  # a client learnt where the feed was (the log starts)
     await feed.publish([change(i) for i in range(3)])
     first = format_seq(feed._logs[ACCOUNT].entries[0].seq)
     session = make(feed)
@@ -109,6 +110,15 @@ async def test_a_gap_ends_the_subscription_with_resync_required() -> None:
     assert error["problem"]["status"] == 410
     assert error["problem"]["type"].endswith("resync-required")
     assert session.subscriptions == {}
+
+
+async def test_an_account_nobody_follows_keeps_no_log() -> None:
+    feed = MemoryFeed()
+    await feed.publish([change(i) for i in range(3)])
+    assert feed._logs == {}
+    start = await feed.position(ACCOUNT)
+    await feed.publish([change(3)])
+    assert [e.change.id for e in await feed.replay(ACCOUNT, start) if e.change] == ["id3"]
 
 
 async def test_a_consumer_too_far_behind_is_cut_off_and_holds_nothing() -> None:

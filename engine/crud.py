@@ -263,7 +263,9 @@ async def _read_item_direct(
     plan = rt.plans[obj.name]
     ancestors = ancestor_types(path)
     stmt = plan.item(ancestors)
-    rows = await direct_rows(rt, principal, stmt, bind_params(path, principal.account_id))
+    rows = await direct_rows(
+        rt, principal, stmt, bind_params(path, principal.account_id), encoded=plan.encoded
+    )
     if rows is None or (not rows and ancestors):
         return None
     if not rows:

@@ -21,12 +21,15 @@ import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
+import msgspec
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.sql.elements import Label
 from sqlalchemy.util import greenlet_spawn
 
 from engine.db import deadline
 from engine.errors import ServiceUnavailableError
+from models.base import UTCDateTime
 
 logger = logging.getLogger(__name__)
 
@@ -77,6 +80,27 @@ async def _aiosqlite(conn: Any, sql: str, args: Sequence[Any]) -> Sequence[Seque
 
 _RUNNERS: dict[str, Runner] = {"asyncmy": _asyncmy, "asyncpg": _asyncpg, "aiosqlite": _aiosqlite}
 
+#: MariaDB writes a UTC datetime as msgspec encodes it (`2026-06-01T10:00:00Z`, fractions only
+#: when there are some), so the value crosses Python as the text of the answer.
+_MARIADB_ISO = (
+    "'%Y-%m-%dT%H:%i:%sZ'",
+    "'%Y-%m-%dT%H:%i:%s.%fZ'",
+)
+
+
+def _mariadb_iso(column: sa.ColumnElement[Any]) -> sa.ColumnElement[Any]:
+    whole: sa.ColumnElement[str] = sa.literal_column(_MARIADB_ISO[0])
+    fractional: sa.ColumnElement[str] = sa.literal_column(_MARIADB_ISO[1])
+    return sa.func.date_format(
+        column,
+        sa.case((sa.func.microsecond(column) == sa.literal_column("0"), whole), else_=fractional),
+        type_=sa.String(),
+    )
+
+
+def _raw_json(value: Any) -> Any:
+    return None if value is None else msgspec.Raw(value)
+
 
 class DirectReader:
     """Runs prebuilt SELECTs of `engine` (an autocommit engine) on its driver connections."""
@@ -86,21 +110,35 @@ class DirectReader:
         self._dialect = engine.dialect
         self._run = _RUNNERS.get(str(engine.dialect.driver))
         self._deadline = deadline(engine)
-        self._prebuilt: dict[int, tuple[sa.Select[Any], _Compiled | None]] = {}
+        self._prebuilt: dict[tuple[int, frozenset[int]], tuple[sa.Select[Any], _Compiled | None]]
+        self._prebuilt = {}
         self._shapes: dict[Any, _Compiled | None] = {}
 
     async def rows(
-        self, stmt: sa.Select[Any], params: Mapping[str, Any], *, prebuilt: bool = True
+        self,
+        stmt: sa.Select[Any],
+        params: Mapping[str, Any],
+        *,
+        prebuilt: bool = True,
+        encoded: frozenset[int] = frozenset(),
     ) -> list[tuple[Any, ...]] | None:
         """The rows of `stmt`, or None: run it through SQLAlchemy instead.
 
         A `prebuilt` statement is kept for the life of the process and known by identity;
         any other (a filtered search, built per request) is known by its shape, SQLAlchemy's
         cache key, with its literal values taken from the statement itself.
+
+        `encoded` names the columns (by position) the caller only encodes as JSON: where the
+        database can, they come in their JSON form instead (on MariaDB, UTC datetimes as ISO
+        text and JSON documents as `msgspec.Raw`), which spares a Python object per value.
         """
         if self._run is None:
             return None
-        args = self._prebuilt_args(stmt, params) if prebuilt else self._shaped_args(stmt, params)
+        args = (
+            self._prebuilt_args(stmt, params, encoded)
+            if prebuilt
+            else self._shaped_args(stmt, params, encoded)
+        )
         if args is None:
             return None
         compiled, values = args
@@ -124,14 +162,15 @@ class DirectReader:
         return out
 
     def _prebuilt_args(
-        self, stmt: sa.Select[Any], params: Mapping[str, Any]
+        self, stmt: sa.Select[Any], params: Mapping[str, Any], encoded: frozenset[int]
     ) -> tuple[_Compiled, list[Any]] | None:
-        found = self._prebuilt.get(id(stmt))
+        known = (id(stmt), encoded)
+        found = self._prebuilt.get(known)
         if found is not None and found[0] is stmt:
             compiled = found[1]
         elif len(self._prebuilt) < MAX_STATEMENTS:
-            compiled = self._compile(stmt)
-            self._prebuilt[id(stmt)] = (stmt, compiled)
+            compiled = self._compile(stmt, encoded=encoded)
+            self._prebuilt[known] = (stmt, compiled)
         else:
             return None
         if compiled is None:
@@ -145,16 +184,17 @@ class DirectReader:
         return compiled, values
 
     def _shaped_args(
-        self, stmt: sa.Select[Any], params: Mapping[str, Any]
+        self, stmt: sa.Select[Any], params: Mapping[str, Any], encoded: frozenset[int]
     ) -> tuple[_Compiled, list[Any]] | None:
         key = stmt._generate_cache_key()
         if key is None:
             return None
-        if key.key in self._shapes:
-            compiled = self._shapes[key.key]
+        shape = (key.key, encoded)
+        if shape in self._shapes:
+            compiled = self._shapes[shape]
         elif len(self._shapes) < MAX_STATEMENTS:
-            compiled = self._compile(stmt, key)
-            self._shapes[key.key] = compiled
+            compiled = self._compile(stmt, key, encoded=encoded)
+            self._shapes[shape] = compiled
         else:
             return None
         if compiled is None:
@@ -190,15 +230,42 @@ class DirectReader:
         await greenlet_spawn(fairy.close)
         return rows
 
-    def _compile(self, stmt: sa.Select[Any], key: Any = None) -> _Compiled | None:
+    def _compile(
+        self, stmt: sa.Select[Any], key: Any = None, *, encoded: frozenset[int] = frozenset()
+    ) -> _Compiled | None:
         try:
-            return self._compiled(stmt, key)
+            return self._compiled(stmt, key, encoded)
         except Exception:  # a type whose processor needs the driver's column description
             logger.debug("statement not taken by the direct reader", exc_info=True)
             return None
 
-    def _compiled(self, stmt: sa.Select[Any], key: Any) -> _Compiled | None:
+    def _json_form(
+        self, stmt: sa.Select[Any], encoded: frozenset[int]
+    ) -> tuple[sa.Select[Any], dict[int, Processor]]:
+        """`stmt` with its `encoded` columns in JSON form where the dialect allows, and the
+        result processors that replace SQLAlchemy's for them."""
+        if self._dialect.name not in ("mysql", "mariadb") or not encoded:
+            return stmt, {}
+        columns = list(stmt.selected_columns)
+        replaced: dict[int, Processor] = {}
+        changed = False
+        for position in sorted(encoded):
+            column = columns[position]
+            inner = column.element if isinstance(column, Label) else column
+            if isinstance(column.type, UTCDateTime):
+                columns[position] = _mariadb_iso(inner).label(column.name)
+                changed = True
+            elif isinstance(column.type, sa.JSON):
+                replaced[position] = _raw_json
+        return (stmt.with_only_columns(*columns) if changed else stmt), replaced
+
+    def _compiled(
+        self, stmt: sa.Select[Any], key: Any, encoded: frozenset[int]
+    ) -> _Compiled | None:
         dialect = self._dialect
+        # The statement's own bind parameters are untouched by the column change, so the
+        # cache key of `stmt` still gives the values of later statements of its shape.
+        stmt, replaced = self._json_form(stmt, encoded)
         # With its cache key, the compiled form can take the values of later statements of
         # the same shape (`construct_params(extracted_parameters=...)`).
         compiled = stmt.compile(dialect=dialect, cache_key=key)
@@ -216,6 +283,10 @@ class DirectReader:
         results = tuple(
             (position, process)
             for position, column in enumerate(stmt.selected_columns)
-            if (process := column.type._cached_result_processor(dialect, None)) is not None
+            if (
+                process := replaced.get(position)
+                or column.type._cached_result_processor(dialect, None)
+            )
+            is not None
         )
         return _Compiled(compiled.string, tuple(binds), results, compiled)

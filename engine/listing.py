@@ -125,6 +125,8 @@ async def execute_search(
             positions.append(width + 2 + len(extra))
             extra.append(oc)
     positions.append(width)
+    # Columns only encoded into the answer (not read back for the next page's cursor).
+    encoded = frozenset(range(width)).difference(positions)
     after = (
         None
         if spec.after is None
@@ -179,7 +181,9 @@ async def execute_search(
         account_id = principal.account_id
         stmt, _ = page_statement(rt, path, spec, fields, order, extra, after, account_id)
         prebuilt = spec.filter == MATCH_ALL  # else built for this request (see page_statement)
-        rows = await direct_rows(rt, principal, stmt, page_params(account_id), prebuilt=prebuilt)
+        rows = await direct_rows(
+            rt, principal, stmt, page_params(account_id), prebuilt=prebuilt, encoded=encoded
+        )
         if rows is not None and (rows or not path.ancestors):
             # Without includes the selected names are exactly those asked for: nothing to cut.
             return json_response(envelope_of(rows, account_id, records=True))

@@ -99,6 +99,9 @@ class ReadPlan:
         self._scoped_source = scoped_source
         self._scoped_columns = scoped_columns
         self.names: tuple[str, ...] = tuple(columns)
+        #: Positions of a whole object's columns in its rows (what the direct reader may give
+        #: in JSON form when the object is only encoded).
+        self.encoded = frozenset(range(len(self.names)))
         self.pk = self.table.c.id
         self.tables = tables
         self._select_all = self._build_select(self.columns.values())

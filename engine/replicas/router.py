@@ -138,17 +138,18 @@ async def direct_rows(
     params: Mapping[str, Any],
     *,
     prebuilt: bool = True,
+    encoded: frozenset[int] = frozenset(),
 ) -> list[tuple[Any, ...]] | None:
     """`DirectReader.rows` of a read-only request on the engine `read_for` would use; None
     (run it the usual way, through `read_for`) whenever the shortcut cannot answer."""
     router = rt.reads
     if router is None:
-        return await rt.direct.rows(stmt, params, prebuilt=prebuilt)
+        return await rt.direct.rows(stmt, params, prebuilt=prebuilt, encoded=encoded)
     engine = await router.engine_for(principal.log_name)
     if engine is router.primary:
-        return await rt.direct.rows(stmt, params, prebuilt=prebuilt)
+        return await rt.direct.rows(stmt, params, prebuilt=prebuilt, encoded=encoded)
     try:
-        return await router.direct.rows(stmt, params, prebuilt=prebuilt)
+        return await router.direct.rows(stmt, params, prebuilt=prebuilt, encoded=encoded)
     except ServiceUnavailableError as exc:
         router.replica_failed(exc)
     return None

@@ -8,8 +8,9 @@ row. Every statement carries the account predicate.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgspec
 import sqlalchemy as sa
@@ -33,19 +34,23 @@ from engine.scoping import (
     scope_account,
 )
 from engine.search import (
+    SLOT_PREFIX,
     OrderColumn,
     compile_filter,
     compile_order,
     decode_cursor,
     default_sort,
     encode_cursor,
+    filter_shape,
     keyset_predicate,
     order_by_clauses,
     parse_search,
     query_integer,
 )
-from engine.search.nodes import MATCH_ALL, Include, SearchSpec
+from engine.search.nodes import Include, SearchSpec
 from registry.descriptors import ObjectType, Relation
+
+logger = logging.getLogger(__name__)
 
 #: Rows an include may add per relation level, whatever the page size.
 MAX_INCLUDE_ROWS = 2_000
@@ -159,8 +164,9 @@ async def execute_search(
 
     async def work(conn: AsyncConnection) -> dict[str, Any]:
         account_id = await scope_account(conn, rt, principal, path)
-        params = page_params(account_id)
-        stmt, where = page_statement(rt, path, spec, fields, order, extra, after, account_id)
+        page = page_statement(rt, path, spec, fields, order, extra, after, account_id)
+        stmt, where = page.stmt, page.where
+        params = page_params(account_id) | page.values
         rows = (await conn.execute(stmt, params)).all()
         if not rows and path.ancestors:
             await resolve_parent(conn, rt, path, account_id)  # a missing parent is a 404
@@ -179,10 +185,14 @@ async def execute_search(
     # scoped to its own account) goes straight to the driver (`DirectReader`).
     if not spec.include and not spec.count and not principal.is_system:
         account_id = principal.account_id
-        stmt, _ = page_statement(rt, path, spec, fields, order, extra, after, account_id)
-        prebuilt = spec.filter == MATCH_ALL  # else built for this request (see page_statement)
+        page = page_statement(rt, path, spec, fields, order, extra, after, account_id)
         rows = await direct_rows(
-            rt, principal, stmt, page_params(account_id), prebuilt=prebuilt, encoded=encoded
+            rt,
+            principal,
+            page.stmt,
+            page_params(account_id) | page.values,
+            prebuilt=page.prebuilt,
+            encoded=encoded,
         )
         if rows is not None and (rows or not path.ancestors):
             # Without includes the selected names are exactly those asked for: nothing to cut.
@@ -195,6 +205,17 @@ LIMIT_PARAM, OFFSET_PARAM = "lim", "off"
 MAX_CACHED_PAGES = 256
 
 
+class Page(NamedTuple):
+    """A page's SELECT, its WHERE (for a count), the filter's values (`:v0`…) and whether
+    the statement is kept for the life of the process (the direct reader then knows it by
+    identity)."""
+
+    stmt: sa.Select[Any]
+    where: list[sa.ColumnElement[bool]]
+    values: dict[str, Any]
+    prebuilt: bool
+
+
 def page_statement(
     rt: Runtime,
     path: CrudPath,
@@ -204,20 +225,21 @@ def page_statement(
     extra: list[OrderColumn],
     after: list[Any] | None,
     account_id: int | None,
-) -> tuple[sa.Select[Any], list[sa.ColumnElement[bool]]]:
+) -> Page:
     """The page's SELECT and its WHERE, with every value a bind parameter (`:acct`, `:anc0`…,
-    `:lim`, `:off`, cursor values `:k0`…).
+    `:lim`, `:off`, cursor values `:k0`…, the filter's values `:v0`…).
 
-    Without a filter the statement depends only on the request's shape, so it is built once
-    per shape and reused: SQLAlchemy then neither rebuilds nor re-keys it. A filter's values
-    are compiled into its statement, which is built per request.
+    The statement depends only on the request's shape (the filter's included, see
+    `filter_shape`), so it is built once per shape and reused: SQLAlchemy then neither
+    rebuilds nor re-keys it. A filter whose structure depends on its values (relations,
+    lists) is compiled with its values into a statement built for this request.
     """
     obj = path.obj
     assert obj is not None
     plan = rt.plans[obj.name]
     scoped = account_id is not None
     ancestors = ancestor_types(path)
-    cacheable = spec.filter == MATCH_ALL
+    shaped = filter_shape(spec.filter, plan.table, dialect=rt.dialect)
     key = (
         tuple(a.name for a in ancestors),
         scoped,
@@ -225,9 +247,40 @@ def page_statement(
         tuple((k.field.name, k.descending) for k in spec.sort),
         None if after is None else tuple(v is None for v in after),
         spec.offset > 0,
+        None if shaped is None else shaped[0],
     )
-    if cacheable and key in plan.pages:
-        return plan.pages[key]
+    values = {} if shaped is None else {f"{SLOT_PREFIX}{i}": v for i, v in enumerate(shaped[1])}
+    if shaped is not None and key in plan.pages:
+        stmt, where = plan.pages[key]
+        return Page(stmt, where, values, True)
+    slots: list[Any] | None = None if shaped is None else []
+    stmt, where = _build_page(rt, path, spec, fields, order, extra, after, account_id, slots)
+    if shaped is not None and slots != shaped[1]:  # the two walks disagree: never guess
+        logger.error("filter shape of %s does not match its statement; not kept", obj.name)
+        stmt, where = _build_page(rt, path, spec, fields, order, extra, after, account_id, None)
+        return Page(stmt, where, {}, False)
+    if shaped is not None and len(plan.pages) < MAX_CACHED_PAGES:
+        plan.pages[key] = (stmt, where)
+        return Page(stmt, where, values, True)
+    return Page(stmt, where, values, False)
+
+
+def _build_page(
+    rt: Runtime,
+    path: CrudPath,
+    spec: SearchSpec,
+    fields: list[str] | None,
+    order: list[OrderColumn],
+    extra: list[OrderColumn],
+    after: list[Any] | None,
+    account_id: int | None,
+    slots: list[Any] | None,
+) -> tuple[sa.Select[Any], list[sa.ColumnElement[bool]]]:
+    obj = path.obj
+    assert obj is not None
+    plan = rt.plans[obj.name]
+    scoped = account_id is not None
+    ancestors = ancestor_types(path)
     where = [
         plan.account_param() if scoped else sa.true(),
         plan.under(ancestors, scoped=scoped),
@@ -239,6 +292,7 @@ def page_statement(
             account_id=account_id,
             dialect=rt.dialect,
             table=plan.table,
+            slots=slots,
         ),
     ]
     stmt = plan.select(fields, in_account=scoped)
@@ -252,8 +306,6 @@ def page_statement(
     stmt = stmt.limit(sa.bindparam(LIMIT_PARAM, type_=sa.Integer))
     if spec.offset:
         stmt = stmt.offset(sa.bindparam(OFFSET_PARAM, type_=sa.Integer))
-    if cacheable and len(plan.pages) < MAX_CACHED_PAGES:
-        plan.pages[key] = (stmt, where)
     return stmt, where
 
 

@@ -7,10 +7,12 @@ parse -> nodes (the AST) -> compile; `cursor` encodes and verifies page position
 from __future__ import annotations
 
 from engine.search.compile import (
+    SLOT_PREFIX,
     OrderColumn,
     compile_filter,
     compile_order,
     cursor_values,
+    filter_shape,
     keyset_predicate,
     order_by_clauses,
     scope_predicate,
@@ -43,6 +45,7 @@ from engine.search.parse import (
 
 __all__ = [
     "MATCH_ALL",
+    "SLOT_PREFIX",
     "And",
     "Condition",
     "FilterNode",
@@ -61,6 +64,7 @@ __all__ = [
     "decode_cursor",
     "default_sort",
     "encode_cursor",
+    "filter_shape",
     "keyset_predicate",
     "order_by_clauses",
     "parse_fields",

@@ -130,6 +130,15 @@ def to_glob(tokens: list[Token]) -> str:
     return "".join(out)
 
 
+def text_pattern(op: str, value: str, dialect: str) -> str:
+    """What a pattern operator binds: a LIKE pattern, or a GLOB one for the case-sensitive
+    operators on SQLite."""
+    tokens = _text_tokens(op, value)
+    if dialect == "sqlite" and op not in ("_ilike", "_icontains"):
+        return to_glob(tokens)
+    return to_like(tokens)
+
+
 def _text_tokens(op: str, value: str) -> list[Token]:
     if op in ("_like", "_ilike"):
         return like_tokens(value)
@@ -156,6 +165,33 @@ def _int_bounds(column: Any) -> tuple[int, int]:
     return -(2**31), 2**31 - 1
 
 
+class Constant(NamedTuple):
+    """A condition that is the same on every stored value."""
+
+    matches: bool
+
+
+def fold_integer(op: str, value: Any, bounds: tuple[int, int]) -> Any:
+    """An integer condition's value with what the column cannot hold taken out, or a
+    `Constant` when the condition is the same on every stored value. PostgreSQL refuses to
+    bind an out-of-range integer to an int4 parameter (a 500), so those never reach a bind."""
+    low, high = bounds
+    if op in _COMPARE and not low <= value <= high:
+        above, below = _OUT_OF_RANGE[op]
+        return Constant(above if value > high else below)
+    if op in ("_in", "_nin"):
+        kept = tuple(v for v in value if low <= v <= high)
+        return kept if kept else Constant(op == "_nin")
+    if op == "_between":
+        lo, hi = max(value[0], low), min(value[1], high)
+        return Constant(False) if lo > hi else (lo, hi)
+    return value
+
+
+#: Bind parameters a filter's values take in slot mode: `:v0`, `:v1`…
+SLOT_PREFIX = "v"
+
+
 class _Compiler:
     def __init__(
         self,
@@ -168,6 +204,17 @@ class _Compiler:
         self.tables = tables
         self.account_id = account_id
         self.dialect = normalise_dialect(dialect)
+        #: When a list, every value becomes the bind parameter `:v<n>` and is appended here
+        #: (a statement for every filter of the same shape: see `filter_shape`).
+        self.slots: list[Any] | None = None
+
+    def value(self, value: Any, type_: Any = None) -> Any:
+        """`value` (a literal of `type_` when given), or in slot mode the next bind parameter
+        standing for it; either way the value is bound, never written into the SQL."""
+        if self.slots is None:
+            return value if type_ is None else sa.literal(value, type_)
+        self.slots.append(value)
+        return sa.bindparam(f"{SLOT_PREFIX}{len(self.slots) - 1}", type_=type_)
 
     def node(self, node: FilterNode, obj: ObjectType, table: sa.FromClause) -> Predicate:
         if isinstance(node, And):
@@ -214,6 +261,10 @@ class _Compiler:
         return sa.and_(column.is_not(None), expr) if field.nullable else expr
 
     def plain(self, op: str, value: Any, column: Any) -> Predicate:
+        if op == "_between":
+            return column.between(self.value(value[0]), self.value(value[1]))  # type: ignore[no-any-return]
+        if op not in ("_in", "_nin"):
+            value = self.value(value)
         if op == "_eq":
             return column == value  # type: ignore[no-any-return]  # Column operators are untyped
         if op == "_neq":
@@ -230,28 +281,13 @@ class _Compiler:
             return column.in_(value)  # type: ignore[no-any-return]
         if op == "_nin":
             return column.not_in(value)  # type: ignore[no-any-return]
-        if op == "_between":
-            return column.between(value[0], value[1])  # type: ignore[no-any-return]
         raise ValueError(f"operator {op} cannot be compiled for this field")
 
     def integer(self, op: str, value: Any, column: Any) -> Predicate:
-        # PostgreSQL refuses to bind an out-of-range integer to an int4 parameter (a 500),
-        # so values the column cannot hold are folded into constants first.
-        low, high = _int_bounds(column)
-        if op in _COMPARE and not low <= value <= high:
-            above, below = _OUT_OF_RANGE[op]
-            return sa.true() if (above if value > high else below) else sa.false()
-        if op in ("_in", "_nin"):
-            kept = tuple(v for v in value if low <= v <= high)
-            if not kept:
-                return sa.false() if op == "_in" else sa.true()
-            value = kept
-        if op == "_between":
-            lo, hi = max(value[0], low), min(value[1], high)
-            if lo > hi:
-                return sa.false()
-            value = (lo, hi)
-        return self.plain(op, value, column)
+        folded = fold_integer(op, value, _int_bounds(column))
+        if isinstance(folded, Constant):
+            return sa.true() if folded.matches else sa.false()
+        return self.plain(op, folded, column)
 
     def binary(self, column: Any) -> Any:
         return column.collate(MARIADB_BINARY) if self.dialect == "mysql" else column
@@ -271,15 +307,15 @@ class _Compiler:
             return self.plain(op, value, self.binary(column))
         if op in ("_gt", "_gte", "_lt", "_lte", "_between"):
             return self.plain(op, value, self.ordered(column))
-        tokens = _text_tokens(op, value)
+        pattern = text_pattern(op, value, self.dialect)
         if op in ("_ilike", "_icontains"):
             lowered = self.binary(sa.func.lower(column))
-            pattern = sa.func.lower(sa.literal(to_like(tokens), sa.String()))
-            return lowered.like(pattern, escape=LIKE_ESCAPE)  # type: ignore[no-any-return]
+            bound = self.value(pattern, sa.String())
+            return lowered.like(sa.func.lower(bound), escape=LIKE_ESCAPE)  # type: ignore[no-any-return]
         if self.dialect == "sqlite":  # SQLite's LIKE ignores ASCII case; GLOB does not
-            glob = column.op("GLOB", is_comparison=True)(to_glob(tokens))
+            glob = column.op("GLOB", is_comparison=True)(self.value(pattern))
             return glob  # type: ignore[no-any-return]
-        return self.binary(column).like(to_like(tokens), escape=LIKE_ESCAPE)  # type: ignore[no-any-return]
+        return self.binary(column).like(self.value(pattern), escape=LIKE_ESCAPE)  # type: ignore[no-any-return]
 
     def reference(self, cond: Condition, column: Any) -> Predicate:
         target = self.registry[cond.field.references or ""]
@@ -303,14 +339,70 @@ def compile_filter(
     account_id: int | None,
     dialect: str,
     table: sa.FromClause | None = None,
+    slots: list[Any] | None = None,
 ) -> Predicate:
     """The WHERE clause for `node` on `obj`'s table (or `table`, an alias of it).
 
     Relation subqueries are scoped to `account_id` (None for a system principal); the
     top-level table is not: AND `scope_predicate(obj, table, account_id)` to it yourself.
+    With `slots` (an empty list), every value is the bind parameter `:v<n>` instead and is
+    appended to `slots`: the clause then serves every filter of its `filter_shape`.
     """
     compiler = _Compiler(registry, tables, account_id, dialect)
+    compiler.slots = slots
     return compiler.node(node, obj, tables[obj.table] if table is None else table)
+
+
+class _NotShaped(Exception):
+    pass
+
+
+def filter_shape(
+    node: FilterNode, table: sa.Table, *, dialect: str
+) -> tuple[tuple[Any, ...], list[Any]] | None:
+    """The structure of `node`'s WHERE clause on `table`, and the values that clause binds in
+    the order `compile_filter(..., slots=[])` binds them (`:v0`, `:v1`…), without building
+    it: two filters of one shape share one statement. None when the structure depends on
+    more than this walk sees (relations, lists, a NULL value): compile such a filter per
+    request. Every decision `_Compiler` makes on a value is made here by the same helper
+    (`fold_integer`, `text_pattern`); the caller checks the two lists agree the first time.
+    """
+    name = normalise_dialect(dialect)
+    values: list[Any] = []
+
+    def walk(node: FilterNode) -> tuple[Any, ...]:
+        if isinstance(node, And | Or):
+            return (type(node).__name__, tuple(walk(c) for c in node.children))
+        if isinstance(node, Not):
+            return ("Not", walk(node.child))
+        if not isinstance(node, Condition):
+            raise _NotShaped
+        field, op, value = node.field, node.op, node.value
+        if op == "_is_null":
+            return (field.name, op, bool(value))
+        if field.kind == "reference" or op in ("_in", "_nin") or value is None:
+            raise _NotShaped
+        if op == "_between" and None in value:
+            raise _NotShaped
+        if field.kind in TEXT_KINDS:
+            if op == "_between":
+                values.extend(value)
+            elif op in _COMPARE:
+                values.extend((value, value) if op == "_eq" and name == "mysql" else (value,))
+            else:
+                values.append(text_pattern(op, value, name))
+            return (field.name, op)
+        if field.kind == "integer" and name != "sqlite":
+            value = fold_integer(op, value, _int_bounds(table.c[field.column]))
+            if isinstance(value, Constant):
+                return (field.name, op, value.matches)
+        values.extend(value if op == "_between" else (value,))
+        return (field.name, op)
+
+    try:
+        return walk(node), values
+    except _NotShaped:
+        return None
 
 
 # -- ordering and keyset pagination --------------------------------------------------------

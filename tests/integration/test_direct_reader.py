@@ -198,17 +198,23 @@ def test_every_ancestor_chain_has_an_item_statement(api: Api) -> None:
 
 
 async def test_searches_of_one_shape_take_their_own_values(api: Api) -> None:
-    """Filtered searches are known by shape: the second search of a shape must bind its own
-    values, not the first one's."""
+    """Filtered searches share one statement per shape (`filter_shape`): the second search
+    of a shape must bind its own values, not the first one's."""
     h = api.a.headers()
     for name, capacity in (("Small", 10), ("Large", 500)):
         body = {**EVENT, "name": name, "capacity": capacity}
         assert (await api.client.post("/v3/crud/event", json=body, headers=h)).status_code == 201
     rt = api.runtime
-    before = len(rt.direct._shapes)
+    pages, prebuilt = len(rt.plans["event"].pages), len(rt.direct._prebuilt)
     for bound, expected in ((100, {"Small"}), (1000, {"Small", "Large"}), (5, set())):
         query = {"filter": {"capacity": {"_lt": bound}, "name": {"_neq": "Direct"}}}
         r = await api.client.post("/v3/crud/event/search", json=query, headers=h)
         assert r.status_code == 200, r.text
         assert {e["name"] for e in r.json()["data"]} == expected, bound
-    assert len(rt.direct._shapes) == before + 1
+    assert len(rt.plans["event"].pages) == pages + 1
+    assert len(rt.direct._prebuilt) == prebuilt + 1
+    # An out-of-range bound folds into a constant: another shape, still the right answer.
+    query = {"filter": {"capacity": {"_lt": 2**40}, "name": {"_neq": "Direct"}}}
+    r = await api.client.post("/v3/crud/event/search", json=query, headers=h)
+    assert r.status_code == 200, r.text
+    assert {e["name"] for e in r.json()["data"]} == {"Small", "Large"}

@@ -37,7 +37,7 @@ async def test_an_exhausted_pool_answers_503_with_retry_after(small_pool_api: Ap
     event = made.json()["id"]
     reader = api.runtime.reader
     async with AsyncExitStack() as held:
-        for _ in range(2):  # pool_size 1 plus as many overflow connections: all taken
+        for _ in range(reader.sync_engine.pool.size()):  # no overflow: every one taken
             await held.enter_async_context(reader.connect())
         for url in (
             f"/v3/crud/event/{event}",

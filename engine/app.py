@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 from collections.abc import AsyncIterator, Sequence
 
@@ -58,6 +59,7 @@ def create_app(
         await bind_runtime_store(rt)
         await warn_if_not_migrated(rt)
         await realtime.start()
+        settle_heap()
         try:
             with watch_signals(rt.shutdown):
                 yield
@@ -119,6 +121,15 @@ def create_app(
     app.state.runtime = rt
     app.state.realtime = realtime
     return app
+
+
+def settle_heap() -> None:
+    """Move what start-up built (modules, models, plans, compiled statements) out of the
+    garbage collector's sight. Those objects live as long as the worker, yet every full
+    collection walked them all: under load that was about 60 ms every half second, a
+    pause every request in flight waited for."""
+    gc.collect()
+    gc.freeze()
 
 
 def extra_routes(rt: Runtime, actions: Sequence[Action]) -> list[BaseRoute]:

@@ -88,3 +88,16 @@ async def test_start_up_warns_when_not_migrated(
         async with app.router.lifespan_context(app):
             pass
     assert any(NOT_MIGRATED in r.getMessage() for r in caplog.records), caplog.text
+
+
+async def test_start_up_leaves_its_objects_out_of_full_collections(app: Starlette) -> None:
+    """What start-up built is frozen (`gc.freeze`): full collections under load walk only
+    what requests made, not the worker's permanent heap."""
+    import gc
+
+    gc.unfreeze()
+    try:
+        async with app.router.lifespan_context(app):
+            assert gc.get_freeze_count() > 10_000
+    finally:
+        gc.unfreeze()

@@ -27,11 +27,6 @@ MARIADB_SQL_MODE = (
     "STRICT_ALL_TABLES,NO_ZERO_IN_DATE,NO_ZERO_DATE,ERROR_FOR_DIVISION_BY_ZERO,"
     "NO_ENGINE_SUBSTITUTION,NO_AUTO_VALUE_ON_ZERO"
 )
-#: Statements asyncmy keeps prepared per MariaDB connection (LRU; binary protocol, no
-#: re-parsed column definitions). The server's `max_prepared_stmt_count` (16,382 by default)
-#: caps them over all connections: 64 for each of a worker's 40 connections leaves room for
-#: several workers.
-PREPARED_STATEMENTS = 64
 CONNECT_TIMEOUT_SECONDS = 5
 READ_TIMEOUT_SLACK_SECONDS = 5
 
@@ -134,7 +129,11 @@ def create_engine(
             # asyncmy's read_timeout, which costs an asyncio.wait_for task per packet read.
             kwargs["connect_args"] = {
                 "connect_timeout": CONNECT_TIMEOUT_SECONDS,
-                "stmt_cache_size": 256,
+                # Statements asyncmy keeps prepared per connection (an LRU; binary protocol,
+                # no column definitions re-parsed). The server's `max_prepared_stmt_count`
+                # (16,382 by default) caps them over all clients: 64 for each of a worker's
+                # twice AE_DB_POOL_SIZE connections is 1,280 per worker. 0 turns them off.
+                "stmt_cache_size": settings.db_prepared_statements,
             }
         else:
             kwargs["connect_args"] = {

@@ -103,6 +103,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     db_pool_size: int = 10
     db_pool_timeout: float = 5.0
     db_statement_timeout_ms: int = 30_000
+    db_prepared_statements: int = 64
     auth_cache_seconds: float = 5.0
     shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT
 
@@ -246,6 +247,7 @@ def load_settings(
         ("AE_MAX_PAGE_SIZE", "max_page_size", 1),
         ("AE_DB_POOL_SIZE", "db_pool_size", 1),
         ("AE_DB_STATEMENT_TIMEOUT_MS", "db_statement_timeout_ms", 0),
+        ("AE_DB_PREPARED_STATEMENTS", "db_prepared_statements", 0),
         ("AE_PORT", "port", 1),
         ("AE_WORKERS", "workers", 1),
         ("AE_KEEPALIVE_TIMEOUT", "keepalive_timeout", 1),

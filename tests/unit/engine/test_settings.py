@@ -245,3 +245,12 @@ def test_serve_listens_where_the_environment_says_and_flags_win(tmp_path: Path) 
     ):
         with pytest.raises(SettingsError, match=key):
             load_settings(env_for(tmp_path, **{key: value}), dotenv=None)
+
+
+def test_prepared_statements_per_connection(tmp_path: Path) -> None:
+    assert load_settings(env_for(tmp_path), dotenv=None).db_prepared_statements == 64
+    off = load_settings(env_for(tmp_path, AE_DB_PREPARED_STATEMENTS="0"), dotenv=None)
+    assert off.db_prepared_statements == 0
+    for bad in ("-1", "many"):
+        with pytest.raises(SettingsError):
+            load_settings(env_for(tmp_path, AE_DB_PREPARED_STATEMENTS=bad), dotenv=None)

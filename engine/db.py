@@ -111,17 +111,17 @@ def create_engine(
     }
     if autocommit:
         kwargs.update(isolation_level="AUTOCOMMIT", skip_autocommit_rollback=True)
+    # A fixed pool, no overflow: overflow connections are closed as soon as they are
+    # returned, so under load every request beyond the pool opened (and set up) a new one.
+    pool = {"pool_size": settings.db_pool_size, "max_overflow": 0}
     if backend == "sqlite":
         kwargs["connect_args"] = {"timeout": settings.db_pool_timeout}
         if url.database in (None, "", ":memory:"):
             kwargs["poolclass"] = NullPool
+        else:
+            kwargs.update(pool, pool_timeout=settings.db_pool_timeout)
     else:
-        kwargs.update(
-            pool_size=settings.db_pool_size,
-            max_overflow=0,
-            pool_timeout=settings.db_pool_timeout,
-            pool_recycle=1800,
-        )
+        kwargs.update(pool, pool_timeout=settings.db_pool_timeout, pool_recycle=1800)
         if backend == "mysql":
             # max_statement_time is enforced by the server: a hung server or network needs a
             # client-side bound too, or a request holding a connection waits forever.

@@ -3,10 +3,12 @@
 For one indexed SELECT, SQLAlchemy's `AsyncConnection`, execution context and `Result` cost
 several times the statement's own round trip (measured on MariaDB: about 315 µs of CPU per
 `conn.execute()` against 73 µs for the same statement on the driver's cursor). The
-statements a request runs most (an object by id, an unfiltered page) are built once at
-start-up, so `DirectReader` compiles each of them once for the engine's dialect and runs it
-on a connection checked out of the same pool, applying SQLAlchemy's own bind and result
-processors: the values are exactly those `conn.execute()` gives.
+statements a request runs most (an object by id, a page of one filter shape) are built once,
+so `DirectReader` compiles each of them once for the engine's dialect and runs it on a
+connection checked out of the same pool, applying SQLAlchemy's own bind and result
+processors: the values are exactly those `conn.execute()` gives. The one exception is asked
+for: columns the caller only encodes may come in their JSON form (see `rows`), which
+encodes to the same bytes.
 
 It is only a shortcut. `rows()` answers None whenever it cannot answer (a statement it cannot
 take, a dialect it does not know, any error), and the caller then runs the statement the usual

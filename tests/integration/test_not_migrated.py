@@ -7,6 +7,7 @@ Never migrated: an API key and a JWT both get "not migrated: run `aether migrate
 
 from __future__ import annotations
 
+import gc
 import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -93,8 +94,6 @@ async def test_start_up_warns_when_not_migrated(
 async def test_start_up_leaves_its_objects_out_of_full_collections(app: Starlette) -> None:
     """What start-up built is frozen (`gc.freeze`): full collections under load walk only
     what requests made, not the worker's permanent heap."""
-    import gc
-
     gc.unfreeze()
     try:
         async with app.router.lifespan_context(app):

@@ -194,6 +194,9 @@ class RedisCache:
             socket_connect_timeout=socket_timeout,
             retry=Retry(NoBackoff(), 0),  # the breaker decides; a retry would double the wait
         )
+        # Sent by its SHA-1 (EVALSHA), loaded again by redis-py if the server lost it: the
+        # script runs for every request (rate limits), its text need not travel each time.
+        self._incr_script = self._client.register_script(_INCR_SCRIPT)
         self.operation_timeout = operation_timeout
         self.cooldown_seconds = cooldown_seconds
         self._prefix = namespace + "c:"
@@ -312,7 +315,7 @@ class RedisCache:
         seconds = max(1, math.ceil(ttl_seconds))
 
         async def operation() -> int:
-            count = await self._client.eval(_INCR_SCRIPT, 1, self._prefix + key, seconds)
+            count = await self._incr_script(keys=[self._prefix + key], args=[seconds])
             return int(count)
 
         return await self._call(operation, lambda: self.fallback.incr(key, seconds))

@@ -399,12 +399,12 @@ async def create_item(
         now = utcnow()
         columns.update(created_at=now, updated_at=now, version=1)
         row = await _insert(conn, plan, columns)
-        created = dict(row._mapping)
-        stored = dict(created)
+        stored = dict(row._mapping)
+        owner = account_public_id(principal, path)
         if plan.account_field is not None:  # the owning account: a reference no body carries
-            stored[plan.account_field] = account_public_id(principal, path)
+            stored[plan.account_field] = owner
         item = _written(plan, stored, values)
-        note_write(conn, plan, account_public_id(principal, path), "create", item)
+        note_write(conn, plan, owner, "create", item)
     return json_response(
         item,
         status=201,

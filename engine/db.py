@@ -78,6 +78,12 @@ def deadline(engine: AsyncEngine) -> float | None:
     return _DEADLINES.get(engine.sync_engine)
 
 
+def unlimited(settings: Settings) -> Settings:
+    """`settings` without the per-statement time limit, for the work that must finish
+    however big the tables are (migrations, dumps, exports and imports)."""
+    return msgspec.structs.replace(settings, db_statement_timeout_ms=0)
+
+
 def read_timeout_seconds(settings: Settings) -> float | None:
     """How long a client waits for any database answer: the statement limit plus slack.
 

@@ -56,6 +56,9 @@ class _Compiled(NamedTuple):
     statement: Any  # SQLAlchemy's compiled form, for statements taken by their cache key
 
 
+_Known = tuple[sa.Select[Any], _Compiled | None]  # a prebuilt statement and its compiled form
+
+
 async def _asyncmy(conn: Any, sql: str, args: Sequence[Any]) -> Sequence[Sequence[Any]]:
     cursor = conn.cursor()
     try:
@@ -112,8 +115,8 @@ class DirectReader:
         self._dialect = engine.dialect
         self._run = _RUNNERS.get(str(engine.dialect.driver))
         self._deadline = deadline(engine)
-        self._prebuilt: dict[tuple[int, frozenset[int]], tuple[sa.Select[Any], _Compiled | None]]
-        self._prebuilt = {}
+        # By the statement's identity and the columns asked in JSON form.
+        self._prebuilt: dict[tuple[int, frozenset[int]], _Known] = {}
         self._shapes: dict[Any, _Compiled | None] = {}
 
     async def rows(

@@ -249,51 +249,25 @@ def page_statement(
         spec.offset > 0,
         None if shaped is None else shaped[0],
     )
-    values = {} if shaped is None else {f"{SLOT_PREFIX}{i}": v for i, v in enumerate(shaped[1])}
     if shaped is not None and key in plan.pages:
         stmt, where = plan.pages[key]
-        return Page(stmt, where, values, True)
+        return Page(stmt, where, _slot_params(shaped[1]), True)
+
+    def clause(slots: list[Any] | None) -> sa.ColumnElement[bool]:
+        return compile_filter(
+            spec.filter, obj, rt.registry, rt.tables,
+            account_id=account_id, dialect=rt.dialect, table=plan.table, slots=slots,
+        )  # fmt: skip
+
     slots: list[Any] | None = None if shaped is None else []
-    stmt, where = _build_page(rt, path, spec, fields, order, extra, after, account_id, slots)
+    found = clause(slots)
     if shaped is not None and slots != shaped[1]:  # the two walks disagree: never guess
         logger.error("filter shape of %s does not match its statement; not kept", obj.name)
-        stmt, where = _build_page(rt, path, spec, fields, order, extra, after, account_id, None)
-        return Page(stmt, where, {}, False)
-    if shaped is not None and len(plan.pages) < MAX_CACHED_PAGES:
-        plan.pages[key] = (stmt, where)
-        return Page(stmt, where, values, True)
-    return Page(stmt, where, values, False)
-
-
-def _build_page(
-    rt: Runtime,
-    path: CrudPath,
-    spec: SearchSpec,
-    fields: list[str] | None,
-    order: list[OrderColumn],
-    extra: list[OrderColumn],
-    after: list[Any] | None,
-    account_id: int | None,
-    slots: list[Any] | None,
-) -> tuple[sa.Select[Any], list[sa.ColumnElement[bool]]]:
-    obj = path.obj
-    assert obj is not None
-    plan = rt.plans[obj.name]
-    scoped = account_id is not None
-    ancestors = ancestor_types(path)
+        shaped, found = None, clause(None)
     where = [
         plan.account_param() if scoped else sa.true(),
         plan.under(ancestors, scoped=scoped),
-        compile_filter(
-            spec.filter,
-            obj,
-            rt.registry,
-            rt.tables,
-            account_id=account_id,
-            dialect=rt.dialect,
-            table=plan.table,
-            slots=slots,
-        ),
+        found,
     ]
     stmt = plan.select(fields, in_account=scoped)
     stmt = stmt.add_columns(*(oc.column.label(oc.label) for oc in extra)).where(*where)
@@ -306,7 +280,17 @@ def _build_page(
     stmt = stmt.limit(sa.bindparam(LIMIT_PARAM, type_=sa.Integer))
     if spec.offset:
         stmt = stmt.offset(sa.bindparam(OFFSET_PARAM, type_=sa.Integer))
-    return stmt, where
+    if shaped is None:
+        return Page(stmt, where, {}, False)
+    kept = len(plan.pages) < MAX_CACHED_PAGES
+    if kept:
+        plan.pages[key] = (stmt, where)
+    return Page(stmt, where, _slot_params(shaped[1]), kept)
+
+
+def _slot_params(values: list[Any]) -> dict[str, Any]:
+    """A shaped filter's values as the parameters its statement binds (`:v0`, `:v1`…)."""
+    return {f"{SLOT_PREFIX}{i}": v for i, v in enumerate(values)}
 
 
 def only_asked(

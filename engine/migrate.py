@@ -19,7 +19,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
-import msgspec
 import sqlalchemy as sa
 from alembic import command
 from alembic.autogenerate import compare_metadata
@@ -32,7 +31,7 @@ from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 import migrations
-from engine.db import CONNECT_TIMEOUT_SECONDS, create_engine, dialect_name
+from engine.db import CONNECT_TIMEOUT_SECONDS, create_engine, dialect_name, unlimited
 from engine.driver_errors import meaning
 from engine.settings import Settings
 from models.base import Base, UTCDateTime
@@ -258,14 +257,13 @@ def migration_engine(settings: Settings) -> AsyncEngine:
     way (MariaDB cannot roll DDL back) is worse than a slow one.
     """
     ensure_sqlite_directory(settings.database_url)
-    unlimited = msgspec.structs.replace(settings, db_statement_timeout_ms=0)
     if dialect_name(settings.database_url) != "postgresql":
-        return create_engine(unlimited, sqlite_begin=False)
+        return create_engine(unlimited(settings), sqlite_begin=False)
     connect_args = {  # no asyncpg command_timeout either
         "timeout": CONNECT_TIMEOUT_SECONDS,
         "server_settings": {"statement_timeout": "0", "timezone": "UTC"},
     }
-    return create_engine(unlimited, connect_args=connect_args)
+    return create_engine(unlimited(settings), connect_args=connect_args)
 
 
 async def _with_connection(settings: Settings, run: Callable[[Connection], _T]) -> _T:

@@ -31,14 +31,11 @@ import redis.asyncio as redis
 from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.sentinel import Sentinel
 
-from engine.settings import Settings
-
 __all__ = [
     "SENTINEL_SCHEMES",
     "RedisClient",
     "SentinelUrl",
     "account_tag",
-    "connect",
     "connect_url",
     "hash_tag",
     "parse_sentinel_url",
@@ -202,13 +199,6 @@ def connect_url(url: str, *, cluster: bool = False, **options: Any) -> RedisClie
     if cluster:
         return RedisCluster.from_url(url, **options)
     return redis.from_url(url, **options)
-
-
-def connect(settings: Settings, **options: Any) -> RedisClient:
-    """A client for `AE_REDIS_URL` (and `AE_REDIS_CLUSTER`); the URL must be set."""
-    if not settings.redis_url:
-        raise ValueError("AE_REDIS_URL is not set")
-    return connect_url(settings.redis_url, cluster=settings.redis_cluster, **options)
 
 
 async def subscriber(url: str, *, cluster: bool = False, **options: Any) -> redis.Redis:

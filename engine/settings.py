@@ -14,6 +14,7 @@ import email.utils
 import os
 import re
 import secrets
+import urllib.parse
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
@@ -231,6 +232,10 @@ def load_settings(
         ("AE_S3_ACCESS_KEY_ID", "s3_access_key_id"),
     ):
         kwargs[name] = get(key) or None
+    blob_url = kwargs["blob_url"]
+    if isinstance(blob_url, str) and blob_url.startswith("file:"):
+        # SPEC 10: `file:///path` names the directory store, as AE_BLOB_DIR does.
+        kwargs["blob_dir"], kwargs["blob_url"] = _file_url_path(blob_url), None
     if get("AE_S3_SECRET_ACCESS_KEY"):
         kwargs["s3_secret_access_key"] = Secret(get("AE_S3_SECRET_ACCESS_KEY", ""))
     if get("AE_API_JWT_KEY"):
@@ -324,8 +329,19 @@ def check_redis_url(settings: Settings) -> None:
         raise SettingsError(f"AE_REDIS_URL: {exc}") from None
 
 
+def _file_url_path(url: str) -> str:
+    """The directory of a `file:///path` URL (absolute, no host)."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.netloc not in ("", "localhost") or not parts.path.startswith("/"):
+        raise SettingsError("AE_BLOB_URL: a directory is file:///absolute/path")
+    if parts.query or parts.fragment:
+        raise SettingsError("AE_BLOB_URL: a file:// URL takes no query or fragment")
+    return urllib.parse.unquote(parts.path)
+
+
 def check_blob_url(settings: Settings) -> None:
-    """Refuse an `AE_BLOB_URL` other than `s3://bucket[/prefix]`, and half a key pair."""
+    """Refuse an `AE_BLOB_URL` other than `s3://bucket[/prefix]` (a `file:` one is the
+    directory store by now), and half a key pair."""
     if settings.blob_url:
         from engine.blobs.s3 import MAX_S3_BLOB_BYTES, parse_s3_url
 

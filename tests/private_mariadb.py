@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from tests.backends import require_services
+from tests.redis_servers import die_with_parent
 
 START_TIMEOUT = 60.0
 REPLICATION_TIMEOUT = 30.0
@@ -118,6 +119,7 @@ class PrivateMariaDB:
             ],
             stdout=log,
             stderr=log,
+            preexec_fn=die_with_parent,  # no mariadbd left behind by an interrupted run
         )
         log.close()
         deadline = time.monotonic() + START_TIMEOUT

@@ -38,8 +38,6 @@ class PrincipalCache:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.ttl = ttl
-        self.redis_url = redis_url
-        self.cluster = cluster
         self.max_entries = max_entries
         self._clock = clock
         self._entries: OrderedDict[str, tuple[Any, float]] = OrderedDict()

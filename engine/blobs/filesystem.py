@@ -26,6 +26,7 @@ from engine.blobs.store import (
     StoredBlob,
     TempFileInfo,
     is_sha256,
+    put_through_writer,
 )
 from engine.errors import NotFoundError
 
@@ -142,14 +143,7 @@ class FileSystemBlobStore:
         """Stream `chunks` into the store; on any failure (including cancellation or a
         ClientDisconnect raised by `chunks`) the temp file is removed and the error re-raised.
         Over `max_bytes` raises PayloadTooLargeError; a full disk InsufficientStorageError."""
-        writer = await self.open_writer(max_bytes=max_bytes)
-        try:
-            async for chunk in chunks:
-                await writer.write(chunk)
-            return await writer.commit()
-        except BaseException:
-            await writer.abort()
-            raise
+        return await put_through_writer(self, chunks, max_bytes=max_bytes)
 
     async def open(self, sha256: str, start: int = 0, end: int | None = None) -> BlobReader:
         """Open bytes `start..end` (both inclusive, as in an HTTP range; `end=None` is the last

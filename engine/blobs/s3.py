@@ -45,6 +45,7 @@ from engine.blobs.store import (
     StoredBlob,
     TempFileInfo,
     is_sha256,
+    put_through_writer,
 )
 from engine.errors import NotFoundError, PayloadTooLargeError, ServiceUnavailableError
 
@@ -477,14 +478,7 @@ class S3BlobStore:
         self, chunks: AsyncIterable[bytes], *, max_bytes: int | None = None
     ) -> StoredBlob:
         """Stream `chunks` into the store; on any failure the partial upload is removed."""
-        writer = await self.open_writer(max_bytes=max_bytes)
-        try:
-            async for chunk in chunks:
-                await writer.write(chunk)
-            return await writer.commit()
-        except BaseException:
-            await writer.abort()
-            raise
+        return await put_through_writer(self, chunks, max_bytes=max_bytes)
 
     async def open(self, sha256: str, start: int = 0, end: int | None = None) -> BlobReader:
         """Open bytes `start..end` (inclusive; `end=None` is the last byte). NotFoundError

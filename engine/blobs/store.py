@@ -126,3 +126,18 @@ class BlobStore(Protocol):
 
     async def close(self) -> None:
         """Release connections (a no-op for the file-system store)."""
+
+
+async def put_through_writer(
+    store: BlobStore, chunks: AsyncIterable[bytes], *, max_bytes: int | None = None
+) -> StoredBlob:
+    """`BlobStore.put` of every store: stream `chunks` through `open_writer`, and abort the
+    writer (its partial blob removed) on any failure, cancellation included."""
+    writer = await store.open_writer(max_bytes=max_bytes)
+    try:
+        async for chunk in chunks:
+            await writer.write(chunk)
+        return await writer.commit()
+    except BaseException:
+        await writer.abort()
+        raise

@@ -48,8 +48,6 @@ class IdCache:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.shared = shared
-        self.redis_url = redis_url
-        self.cluster = cluster
         self.max_entries = max_entries
         self._clock = clock
         self._entries: OrderedDict[tuple[int, str], tuple[IdEntry, float]] = OrderedDict()

@@ -45,6 +45,28 @@ class Member(msgspec.Struct, frozen=True):
     sha256: str
 
 
+def hash_file(path: Path) -> tuple[str, int]:
+    """SHA-256 and size of a file."""
+    digest = hashlib.sha256()
+    size = 0
+    with path.open("rb") as handle:
+        while chunk := handle.read(CHUNK_SIZE):
+            digest.update(chunk)
+            size += len(chunk)
+    return digest.hexdigest(), size
+
+
+def archive_path(directory: Path, kind: str) -> Path:
+    """A new archive's path in `directory`: `aether-<kind>-<time>.tar`, numbered when taken."""
+    stamp = utc_stamp()
+    path = directory / f"aether-{kind}-{stamp}.tar"
+    number = 1
+    while path.exists():
+        number += 1
+        path = directory / f"aether-{kind}-{stamp}-{number}.tar"
+    return path
+
+
 def utc_stamp(now: dt.datetime | None = None) -> str:
     """`20261205T233000Z`: a file-name-safe UTC timestamp."""
     return (now or dt.datetime.now(dt.UTC)).strftime("%Y%m%dT%H%M%SZ")

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import hashlib
 import tarfile
 import tempfile
 from importlib import metadata
@@ -36,14 +35,15 @@ from engine.ops.archive import (
     OpsError,
     TableSummary,
     add_bytes,
+    archive_path,
     blob_member,
     describe_differences,
+    hash_file,
     in_thread_with_loop,
     put_blob,
     read_member_chunks,
     sha_of_member,
     tar_info,
-    utc_stamp,
     write_atomically,
 )
 from engine.ops.dumps import (
@@ -110,26 +110,6 @@ def aether_version() -> str:
         return "unknown"
 
 
-def _hash_file(path: Path) -> tuple[str, int]:
-    digest = hashlib.sha256()
-    size = 0
-    with path.open("rb") as handle:
-        while chunk := handle.read(CHUNK_SIZE):
-            digest.update(chunk)
-            size += len(chunk)
-    return digest.hexdigest(), size
-
-
-def _archive_path(directory: Path, kind: str) -> Path:
-    stamp = utc_stamp()
-    path = directory / f"aether-{kind}-{stamp}.tar"
-    number = 1
-    while path.exists():
-        number += 1
-        path = directory / f"aether-{kind}-{stamp}-{number}.tar"
-    return path
-
-
 # -- backup ---------------------------------------------------------------------------------
 
 
@@ -154,7 +134,7 @@ async def backup(
                     f"blob {sha}, which a file row references, is missing from the blob "
                     f"store at {store.location}"
                 ) from None
-        dump_sha, dump_size = await asyncio.to_thread(_hash_file, dump_path)
+        dump_sha, dump_size = await asyncio.to_thread(hash_file, dump_path)
         manifest = BackupManifest(
             created_at=dt.datetime.now(dt.UTC).isoformat(),
             aether_version=aether_version(),
@@ -164,7 +144,7 @@ async def backup(
             tables=snapshot.tables,
             blobs=sizes,
         )
-        target = _archive_path(output_dir, "backup")
+        target = archive_path(output_dir, "backup")
         with progress_bar("backup", dump_size + sum(sizes.values()), enabled=show_progress) as bar:
 
             def write(loop: asyncio.AbstractEventLoop) -> Path:

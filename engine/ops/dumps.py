@@ -31,7 +31,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from sqlalchemy.pool import NullPool
 
 from engine.blobs import CHUNK_SIZE
-from engine.db import create_engine, dialect_name, normalise_url
+from engine.db import create_engine, dialect_name, normalise_url, unlimited
 from engine.ops.archive import OpsError, TableSummary, table_inventory
 from engine.settings import Settings
 
@@ -56,13 +56,8 @@ def dump_suffix(dialect: str) -> str:
     return {"mysql": "sql.gz", "postgresql": "pgdump", "sqlite": "sqlite"}[dialect]
 
 
-def _unlimited(settings: Settings) -> Settings:
-    """No statement time limit: a dump or a checksum of a big table takes what it takes."""
-    return msgspec.structs.replace(settings, db_statement_timeout_ms=0)
-
-
 def _engine(settings: Settings) -> AsyncEngine:
-    return create_engine(_unlimited(settings), pool_size=2, max_overflow=0)
+    return create_engine(unlimited(settings), pool_size=2, max_overflow=0)
 
 
 def _tool(name: str, dialect: str) -> str:

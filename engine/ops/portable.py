@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import hashlib
 import tarfile
 import tempfile
 from collections.abc import Iterator
@@ -27,7 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from engine.blob_binding import bind_blob_store
 from engine.blobs import BlobStore
-from engine.db import create_engine, dialect_name
+from engine.db import create_engine, dialect_name, unlimited
 from engine.errors import NotFoundError
 from engine.migrate import current_revision
 from engine.ops.archive import (
@@ -36,12 +35,13 @@ from engine.ops.archive import (
     Member,
     OpsError,
     add_bytes,
+    archive_path,
+    hash_file,
     in_thread_with_loop,
     put_blob,
     read_member_chunks,
     sha_of_member,
     tar_info,
-    utc_stamp,
     write_atomically,
 )
 from engine.ops.backup import (
@@ -178,7 +178,7 @@ async def export_account(
     store = open_blob_store(settings)
     await asyncio.to_thread(output_dir.mkdir, parents=True, exist_ok=True)
     sqlite = dialect_name(settings.database_url) == "sqlite"
-    engine = create_engine(settings, sqlite_begin=not sqlite)
+    engine = create_engine(unlimited(settings), sqlite_begin=not sqlite)  # a big account
     with tempfile.TemporaryDirectory(dir=output_dir, prefix=".aether-export-") as work:
         rows_path = Path(work) / ROWS
         try:
@@ -200,7 +200,7 @@ async def export_account(
                 sizes[sha] = await store.size(sha)
             except NotFoundError:
                 raise OpsError(f"blob {sha} of the account is missing from the store") from None
-        rows_sha, rows_size = await asyncio.to_thread(_hash, rows_path)
+        rows_sha, rows_size = await asyncio.to_thread(hash_file, rows_path)
         manifest = ExportManifest(
             created_at=dt.datetime.now(dt.UTC).isoformat(),
             aether_version=aether_version(),
@@ -211,7 +211,7 @@ async def export_account(
             tables=counts,
             blobs=sizes,
         )
-        target = output_dir / f"aether-export-{slug}-{utc_stamp()}.tar"
+        target = archive_path(output_dir, f"export-{slug}")
         total = rows_size + sum(sizes.values())
         with progress_bar("export", total, enabled=show_progress) as bar:
 
@@ -230,14 +230,6 @@ async def _revision(conn: AsyncConnection) -> str:
     if not revision:
         raise OpsError("the database is not migrated")
     return revision
-
-
-def _hash(path: Path) -> tuple[str, int]:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while chunk := handle.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest(), path.stat().st_size
 
 
 def _write_export(
@@ -376,7 +368,7 @@ async def import_account(
     tables = account_tables(all_tables)
     store = open_blob_store(settings)
     tar = open_archive(archive)
-    engine = create_engine(settings)
+    engine = create_engine(unlimited(settings))
     created: list[str] = []
     try:
         manifest = read_manifest(tar, await next_member(tar), ExportManifest)

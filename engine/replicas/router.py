@@ -143,10 +143,7 @@ async def direct_rows(
     """`DirectReader.rows` of a read-only request on the engine `read_for` would use; None
     (run it the usual way, through `read_for`) whenever the shortcut cannot answer."""
     router = rt.reads
-    if router is None:
-        return await rt.direct.rows(stmt, params, prebuilt=prebuilt, encoded=encoded)
-    engine = await router.engine_for(principal.log_name)
-    if engine is router.primary:
+    if router is None or await router.engine_for(principal.log_name) is router.primary:
         return await rt.direct.rows(stmt, params, prebuilt=prebuilt, encoded=encoded)
     try:
         return await router.direct.rows(stmt, params, prebuilt=prebuilt, encoded=encoded)

@@ -199,6 +199,7 @@ class _Compiler:
         tables: Mapping[str, sa.Table],
         account_id: int | None,
         dialect: str,
+        slots: list[Any] | None = None,
     ) -> None:
         self.registry = registry
         self.tables = tables
@@ -206,13 +207,15 @@ class _Compiler:
         self.dialect = normalise_dialect(dialect)
         #: When a list, every value becomes the bind parameter `:v<n>` and is appended here
         #: (a statement for every filter of the same shape: see `filter_shape`).
-        self.slots: list[Any] | None = None
+        self.slots = slots
 
     def value(self, value: Any, type_: Any = None) -> Any:
         """`value` (a literal of `type_` when given), or in slot mode the next bind parameter
         standing for it; either way the value is bound, never written into the SQL."""
         if self.slots is None:
             return value if type_ is None else sa.literal(value, type_)
+        if isinstance(value, sa.BindParameter):  # a slot already (bound once, used twice)
+            return value
         self.slots.append(value)
         return sa.bindparam(f"{SLOT_PREFIX}{len(self.slots) - 1}", type_=type_)
 
@@ -299,7 +302,10 @@ class _Compiler:
     def text(self, op: str, value: Any, column: Any) -> Predicate:
         if op in ("_eq", "_in") and self.dialect == "mysql":
             # The plain comparison (case-insensitive, index-friendly) narrows; the binary
-            # one decides. Equal code points are equal under any collation.
+            # one decides. Equal code points are equal under any collation. In slot mode
+            # both compare with the one parameter.
+            if op == "_eq":
+                value = self.value(value)
             return sa.and_(
                 self.plain(op, value, column), self.plain(op, value, self.binary(column))
             )
@@ -348,8 +354,7 @@ def compile_filter(
     With `slots` (an empty list), every value is the bind parameter `:v<n>` instead and is
     appended to `slots`: the clause then serves every filter of its `filter_shape`.
     """
-    compiler = _Compiler(registry, tables, account_id, dialect)
-    compiler.slots = slots
+    compiler = _Compiler(registry, tables, account_id, dialect, slots)
     return compiler.node(node, obj, tables[obj.table] if table is None else table)
 
 
@@ -388,7 +393,7 @@ def filter_shape(
             if op == "_between":
                 values.extend(value)
             elif op in _COMPARE:
-                values.extend((value, value) if op == "_eq" and name == "mysql" else (value,))
+                values.append(value)
             else:
                 values.append(text_pattern(op, value, name))
             return (field.name, op)

@@ -115,6 +115,7 @@ async def test_a_deleted_id_is_forgotten(api: Api) -> None:
 
 
 @pytest.mark.parametrize("backend", ["sqlite"])
+@pytest.mark.parametrize("cache_backend", ["memory"])  # the workers make their own caches
 @pytest.mark.parametrize("deployment", ["redis", "redis-cluster"])
 async def test_a_delete_reaches_every_worker(
     api: Api, tmp_path: Path, deployment: str, request: pytest.FixtureRequest

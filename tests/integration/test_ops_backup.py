@@ -300,6 +300,14 @@ async def test_an_export_imported_elsewhere_serves_the_same_ids_and_bytes(
     assert status == 0, err
     exported = json.loads(out)
     assert exported["blobs"] == 3
+    # Another export within the same second gets an archive of its own.
+    status, again, err = await cli(
+        installation, "export", "--account", "demo", "--output", str(tmp_path / "out"), "--json"
+    )
+    assert status == 0, err
+    assert json.loads(again)["path"] != exported["path"]
+    archives = await asyncio.to_thread(lambda: list((tmp_path / "out").glob("*.tar")))
+    assert len(archives) == 2
 
     async with fresh_database(backend, tmp_path) as other_url:
         other = Installation(other_url, tmp_path / "b" / "blobs")

@@ -383,7 +383,8 @@ async def test_filters_and_sorts_agree_with_the_oracle(
     assert slots == values, body
     assert await run(dataset, node, sort, where=own, values=values) == expected
     earlier = SHAPED.setdefault((dialect, shape), own)
-    assert await run(dataset, node, sort, where=earlier, values=values) == expected, body
+    if earlier is not own:
+        assert await run(dataset, node, sort, where=earlier, values=values) == expected, body
 
 
 @HYPOTHESIS

@@ -254,3 +254,14 @@ def test_prepared_statements_per_connection(tmp_path: Path) -> None:
     for bad in ("-1", "many"):
         with pytest.raises(SettingsError):
             load_settings(env_for(tmp_path, AE_DB_PREPARED_STATEMENTS=bad), dotenv=None)
+
+
+def test_a_file_blob_url_names_the_directory_store(tmp_path: Path) -> None:
+    """SPEC 10: `AE_BLOB_URL` is `file:///path` or `s3://bucket/prefix`."""
+    where = tmp_path / "blobs dir"
+    url = "file://" + str(where).replace(" ", "%20")
+    settings = load_settings(env_for(tmp_path, AE_BLOB_URL=url), dotenv=None)
+    assert (settings.blob_url, settings.blob_dir) == (None, str(where))
+    for bad in ("file://host/x", "file:relative", f"{url}?x=1"):
+        with pytest.raises(SettingsError):
+            load_settings(env_for(tmp_path, AE_BLOB_URL=bad), dotenv=None)
